@@ -1,0 +1,76 @@
+"""The FastAPI application factory: it receives a Station, so tests build it with real parts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge.api import operations, verdicts
+from edge.api.errors import install_error_handlers
+from edge.metrics import StationMetrics
+from edge.station import Station
+
+
+class RequestCounter:
+    """Pure ASGI middleware counting requests by method, route and status (cheaper than BaseHTTPMiddleware)."""
+
+    def __init__(self, app: ASGIApp, metrics: StationMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+
+
+def create_app(station: Station, manage_lifecycle: bool = False) -> FastAPI:
+    """Build the app. With ``manage_lifecycle`` the app starts and stops the station itself."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            station.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                station.stop()
+
+    app = FastAPI(title="edge-inspect", version="0.1.0", lifespan=lifespan,
+                  description="Edge inspection appliance: judge images, read verdicts, run batches.")
+    install_error_handlers(app)
+    app.include_router(verdicts.build_router(station))
+    app.include_router(operations.build_router(station))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        store = station.store
+        if store is not None:
+            station.metrics.store_queue.set(store.writer.queue_depth)
+            station.metrics.store_commits.set(store.writer.commits)
+        for name, inspector in (station.models.loaded() if station.models else {}).items():
+            station.metrics.model_info.labels(name).set(inspector.version)
+        return Response(generate_latest(station.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(RequestCounter, metrics=station.metrics)
+    return app

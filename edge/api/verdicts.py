@@ -1,0 +1,123 @@
+"""Verdict endpoints: judge an image, read verdicts back, override one."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+
+from edge.api.errors import ApiError
+from edge.api.schemas import ErrorResponse, OverrideRequest, VerdictCreated, VerdictPage, VerdictRecord
+from edge.api.upload import read_image_upload
+from edge.inspection import InspectionService
+from edge.station import Station
+from edge.store import PartContext, StoreError, StoreUnavailableError
+from models.manifest import ManifestError
+from models.registry import UnknownModelError
+from vision.images import ImageError
+
+_IDENT = r"^[A-Za-z0-9_.:/#-]{1,64}$"
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503)}
+
+
+def _text(value: str | None, name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not re.match(_IDENT, value):
+        raise ApiError(422, "invalid_request", f"'{name}' must be 1-64 characters of letters, digits and ._:/#-")
+    return value
+
+
+def build_router(station: Station) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["verdicts"])
+
+    def inspection() -> InspectionService:
+        if station.inspection is None:
+            raise ApiError(503, "not_ready", "the station is not started")
+        return station.inspection
+
+    @router.post("/verdicts/vision", response_model=VerdictCreated, responses=_ERRORS,
+                 summary="Judge one image",
+                 description="Send the image as multipart field `image`, or as the raw body (JPEG, PNG, BMP, "
+                             "TIFF; 8-bit grey or colour). Returns once the verdict is durable.")
+    async def judge_vision(
+        request: Request,
+        serial: Annotated[str | None, Query(description="Part serial; generated when absent.")] = None,
+        batch: Annotated[str | None, Query(description="Lot code; the open batch of that lot, opened if new.")] = None,
+        station_id: Annotated[str | None, Query(alias="station", description="Station id; default: this one.")] = None,
+        model: Annotated[str | None, Query(description="Model name; default: the station's vision model.")] = None,
+    ) -> VerdictCreated:
+        service = inspection()
+        limit = int(station.config.api.max_upload_mb * 1024 * 1024)
+        upload = await read_image_upload(request, limit)
+        form = upload.fields
+        part = PartContext(
+            station=_text(station_id or form.get("station"), "station") or station.id,
+            source="api",
+            serial=_text(serial or form.get("serial"), "serial"),
+            lot=_text(batch or form.get("batch"), "batch"),
+        )
+        model_name = _text(model or form.get("model"), "model")
+        try:
+            judged = await run_in_threadpool(service.judge_bytes, upload.data, part, model_name)
+        except ImageError as exc:
+            raise ApiError(415 if exc.reason == "unsupported_format" else 400, exc.reason, str(exc)) from exc
+        except UnknownModelError as exc:
+            raise ApiError(404, "unknown_model", str(exc)) from exc
+        except ManifestError as exc:
+            raise ApiError(503, "model_unavailable", str(exc)) from exc
+        except StoreUnavailableError as exc:
+            raise ApiError(503, "store_unavailable", str(exc)) from exc
+        try:
+            stored = await asyncio.wrap_future(judged.stored)
+        except StoreUnavailableError as exc:
+            service.archive.remove(judged.verdict.image_ref)
+            service.archive.remove(judged.verdict.heatmap_ref)
+            raise ApiError(503, "store_unavailable", f"{exc}; the verdict was not stored") from exc
+        service.observe_stored(judged, "api")
+        return VerdictCreated.model_validate(judged.response(stored))
+
+    @router.get("/verdicts/{verdict_id}", response_model=VerdictRecord, responses=_ERRORS,
+                summary="One verdict with its part, batch and latest override")
+    async def get_verdict(verdict_id: int) -> VerdictRecord:
+        record = await run_in_threadpool(inspection().store.verdict, verdict_id)
+        if record is None:
+            raise ApiError(404, "not_found", f"verdict {verdict_id} does not exist")
+        return VerdictRecord.model_validate(record)
+
+    @router.get("/verdicts", response_model=VerdictPage, summary="Verdicts after a cursor, in commit order")
+    async def list_verdicts(
+        since: Annotated[int, Query(ge=0, description="Cursor: return verdicts with a larger id.")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> VerdictPage:
+        rows = await run_in_threadpool(inspection().store.verdicts_since, since, limit + 1)
+        items = [VerdictRecord.model_validate(r) for r in rows[:limit]]
+        return VerdictPage(items=items, next_cursor=items[-1].id if items else since, has_more=len(rows) > limit)
+
+    @router.get("/verdicts/{verdict_id}/{kind}", responses=_ERRORS, summary="The stored image or heat map",
+                response_class=FileResponse)
+    async def verdict_file(verdict_id: int, kind: str) -> FileResponse:
+        if kind not in ("image", "heatmap"):
+            raise ApiError(404, "not_found", "use /image or /heatmap")
+        record = await run_in_threadpool(inspection().store.verdict, verdict_id)
+        if record is None:
+            raise ApiError(404, "not_found", f"verdict {verdict_id} does not exist")
+        ref = record["image_ref" if kind == "image" else "heatmap_ref"]
+        path = inspection().archive.resolve(ref) if ref else None
+        if path is None:
+            raise ApiError(404, "not_found", f"verdict {verdict_id} has no stored {kind}")
+        return FileResponse(path)
+
+    @router.post("/verdicts/{verdict_id}/override", responses=_ERRORS, summary="Operator confirms or overrides")
+    async def override(verdict_id: int, body: OverrideRequest) -> dict[str, object]:
+        try:
+            future = inspection().store.override(verdict_id, body.decision, body.operator, body.reason, body.label)
+            return await asyncio.wrap_future(future)
+        except StoreError as exc:
+            raise ApiError(404, "not_found", str(exc)) from exc
+
+    return router

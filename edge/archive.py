@@ -1,0 +1,64 @@
+"""Keeps judged images and heat maps on disk, referenced from verdict rows by relative path."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from vision.images import encode_png
+
+log = logging.getLogger(__name__)
+
+
+class ImageArchive:
+    def __init__(self, data_dir: Path, policy: str = "ng", min_free_mb: float = 500.0) -> None:
+        self.data_dir = data_dir
+        self.root = data_dir / "images"
+        self.policy = policy
+        self.min_free_bytes = int(min_free_mb * 1024 * 1024)
+        self.skipped_low_disk = 0
+
+    def wants(self, decision: str) -> bool:
+        return self.policy == "all" or (self.policy == "ng" and decision in ("NG", "INVALID"))
+
+    def _new_path(self, suffix: str) -> Path | None:
+        if shutil.disk_usage(self.data_dir).free < self.min_free_bytes:
+            self.skipped_low_disk += 1
+            return None
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        folder = self.root / day
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{uuid.uuid4().hex}{suffix}"
+
+    def save_bytes(self, data: bytes, extension: str) -> str | None:
+        path = self._new_path(f".{extension}")
+        if path is None:
+            return None
+        path.write_bytes(data)
+        return path.relative_to(self.data_dir).as_posix()
+
+    def save_pixels(self, pixels: npt.NDArray[np.uint8], suffix: str = ".png") -> str | None:
+        return self.save_bytes(encode_png(pixels), suffix.lstrip("."))
+
+    def resolve(self, ref: str) -> Path | None:
+        """The file behind a stored reference, refusing anything outside the archive."""
+        path = (self.data_dir / ref).resolve()
+        if not path.is_relative_to(self.root.resolve()) or not path.is_file():
+            return None
+        return path
+
+    def remove(self, ref: str | None) -> None:
+        if ref:
+            path = self.resolve(ref)
+            if path is not None:
+                try:
+                    os.unlink(path)
+                except OSError as exc:
+                    log.warning("could not remove %s: %s", path, exc)

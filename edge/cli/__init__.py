@@ -1,0 +1,38 @@
+"""The ``edge-inspect`` command: one entry point, sub-commands each in a module of their own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from edge.cli import config_cmd, db_cmd, models_cmd, run_cmd, verdict_cmd
+from edge.cli.common import CommandError
+
+COMMAND_MODULES = [run_cmd, verdict_cmd, config_cmd, db_cmd, models_cmd]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-inspect", description="Edge inspection appliance: camera and microphone in, verdicts out.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except CommandError as exc:
+        print(f"edge-inspect: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+

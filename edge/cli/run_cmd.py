@@ -1,0 +1,48 @@
+"""``edge-inspect run``: the service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from edge.api.app import create_app
+from edge.cli.common import CommandError, add_config_option, config_from
+from edge.station import StartupError, Station
+
+log = logging.getLogger("edge.run")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("run", help="run the station service (API, sources, store)",
+                                 description="Start the station: load models, open the store, start sources, "
+                                             "serve the HTTP API.")
+    add_config_option(parser)
+    parser.add_argument("--host", default=None, help="listen address (default: api.host from the config)")
+    parser.add_argument("--port", type=int, default=None, help="listen port (default: api.port from the config)")
+    parser.add_argument("--no-sources", action="store_true", help="serve the API only; do not start sources")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    station = Station(config)
+    try:
+        station.start(with_sources=not args.no_sources)
+    except StartupError as exc:
+        station.stop()
+        raise CommandError(f"cannot start station {config.station.id}: {exc}") from exc
+    host = args.host or config.api.host
+    port = args.port if args.port is not None else config.api.port
+    server = uvicorn.Server(uvicorn.Config(create_app(station), host=host, port=port, log_level="warning",
+                                          access_log=False, timeout_graceful_shutdown=10))
+    log.info("serving on http://%s:%d (OpenAPI at /docs)", host, port)
+    try:
+        server.run()
+    finally:
+        station.stop()
+        log.info("station %s stopped", config.station.id)
+    if not server.started:
+        raise CommandError(f"could not serve on {host}:{port} (is the port in use?)")
+    return 0

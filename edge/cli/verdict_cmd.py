@@ -1,0 +1,52 @@
+"""``edge-inspect verdict FILE...``: judge image files offline through the service's own path."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edge.cli.common import CommandError, add_config_option, config_from, registry_for
+from edge.inspection import evaluate
+from edge.model_manager import ModelManager
+from models.manifest import ManifestError
+from models.registry import UnknownModelError
+from vision.images import ImageError, read_image_file
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("verdict", help="judge image files offline and print JSON lines",
+                                 description="Judge files with the station's model, exactly as the service "
+                                             "would; prints one JSON object per file. Stores nothing.")
+    add_config_option(parser)
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument("--model", default=None, help="model name (default: models.vision from the config)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    manager = ModelManager(registry_for(config), config.models.threads, config.models.thresholds)
+    name = args.model or config.models.vision
+    try:
+        inspector = manager.vision(name)
+    except (UnknownModelError, ManifestError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    failures = 0
+    max_pixels = int(config.api.max_image_megapixels * 1_000_000)
+    for path in args.files:
+        try:
+            image = read_image_file(path, max_pixels)
+        except ImageError as exc:
+            failures += 1
+            print(json.dumps({"path": str(path), "error": {"code": exc.reason, "message": str(exc)}}))
+            continue
+        result, details = evaluate(inspector, image.pixels)
+        print(json.dumps({
+            "path": str(path), "decision": result.decision, "label": result.label, "score": round(result.score, 6),
+            "threshold": result.threshold, "model": {"name": result.model_name, "version": result.model_version},
+            "inference_ms": round(result.timings_ms["model"], 3), **details,
+        }))
+    sys.stdout.flush()
+    return 1 if failures else 0

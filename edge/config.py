@@ -1,0 +1,186 @@
+"""Station configuration: one YAML file, validated strictly, with errors a technician can act on."""
+
+from __future__ import annotations
+
+import os
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "station.yaml"
+CONFIG_ENV = "EDGE_INSPECT_CONFIG"
+
+
+class ConfigError(Exception):
+    """A station file that cannot be used; the message names the file, the key and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StationInfo(_Section):
+    id: str = Field("station-01", title="Station id", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                    description="Written into every verdict for traceability.")
+    name: str = Field("", title="Display name", description="Shown on the station page.")
+
+
+class StorageSettings(_Section):
+    data_dir: Path = Field(Path("../data"), title="Data folder",
+                           description="Database, images and trained models. Relative to the config file.")
+    database: str = Field("verdicts.db", title="SQLite file name", description="Inside the data folder.")
+    save_images: Literal["none", "ng", "all"] = Field(
+        "ng", title="Image archive",
+        description="Which judged images are kept on disk: none, NG (and INVALID) only, or all.")
+    commit_interval_ms: float = Field(2.0, ge=0, le=1000, title="Commit window",
+                                      description="How long the writer gathers records before one commit.")
+    max_commit_batch: int = Field(1000, ge=1, le=100_000, title="Records per commit at most")
+
+
+class ModelSettings(_Section):
+    threads: int = Field(2, ge=1, le=64, title="onnxruntime threads per model")
+    vision: str = Field("tile-anomaly", title="Default vision model",
+                        description="Model name used by the API and sources that name none.")
+    thresholds: dict[str, float] = Field(default_factory=dict, title="Threshold overrides",
+                                         description="Model name -> decision threshold replacing the manifest's.")
+
+
+class ReplaySource(_Section):
+    """Replays image files from a folder, in name order, as if a camera delivered them."""
+
+    type: Literal["replay"]
+    name: str = Field("replay", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    folder: Path = Field(description="Folder of images (relative to the config file).")
+    interval_s: float = Field(1.0, gt=0, le=3600, description="Seconds between frames.")
+    loop: bool = Field(True, description="Start again after the last file.")
+    model: str | None = Field(None, description="Model name; default: models.vision.")
+
+
+SourceSettings = Annotated[Union[ReplaySource], Field(discriminator="type")]  # noqa: UP007
+
+
+class ApiSettings(_Section):
+    host: str = Field("127.0.0.1", title="Listen address")
+    port: int = Field(8080, ge=1, le=65535, title="Listen port")
+    max_upload_mb: float = Field(25.0, gt=0, le=1024, title="Largest accepted upload, in MB")
+    max_image_megapixels: float = Field(64.0, gt=0, le=1000, title="Largest accepted image, in megapixels")
+
+
+class StationConfig(_Section):
+    station: StationInfo = Field(default_factory=lambda: StationInfo())
+    storage: StorageSettings = Field(default_factory=lambda: StorageSettings())
+    models: ModelSettings = Field(default_factory=lambda: ModelSettings())
+    sources: list[SourceSettings] = Field(default_factory=list)
+    api: ApiSettings = Field(default_factory=lambda: ApiSettings())
+
+    # Folder the config file was read from; relative paths are resolved against it.
+    base_dir: Path = Field(Path("."), exclude=True)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_source_names(cls, sources: list[ReplaySource]) -> list[ReplaySource]:
+        names = [s.name for s in sources]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
+        return sources
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.resolve(self.storage.data_dir)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / self.storage.database
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG))
+
+
+def load_config(path: Path | None = None) -> StationConfig:
+    """Read and validate a station file; raise ConfigError with an actionable message."""
+    path = Path(path) if path is not None else default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, not {type(raw).__name__}")
+    if "base_dir" in raw:
+        raise ConfigError(f"{path}: key 'base_dir' is not allowed")
+    try:
+        return StationConfig.model_validate({**raw, "base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(path, exc)) from exc
+
+
+def describe_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} problem(s) in the station config"]
+    for error in exc.errors():
+        loc = [p for p in error["loc"]]
+        key = ".".join(str(p) for p in loc) or "<top level>"
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(StationConfig, loc[:-1])
+            hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
+            lines.append(f"  - {key}: unknown key{hint}")
+        else:
+            allowed_values = error.get("ctx", {}).get("expected")
+            hint = f" (allowed: {allowed_values})" if allowed_values else ""
+            lines.append(f"  - {key}: {error['msg']}{hint}; got {error.get('input')!r}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(model: type[BaseModel], loc: list[Any]) -> list[str]:
+    """The field names accepted at ``loc`` inside ``model`` (following nested models and lists)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        field = current.model_fields.get(str(part))
+        if field is None:
+            # a discriminated union member tag, e.g. sources.0.replay
+            current = _union_member(current, str(part))
+            continue
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [name for name in current.model_fields if name != "base_dir"]
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The BaseModel inside an annotation such as ``list[X]``, ``X | None`` or ``Annotated[X, ...]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _union_member(model: Any, tag: str) -> Any:
+    del model
+    members: tuple[Any, ...] = typing.get_args(typing.get_args(SourceSettings)[0])
+    if not members:
+        members = (typing.get_args(SourceSettings)[0],)
+    for member in members:
+        field = member.model_fields.get("type")
+        if field is not None and tag in typing.get_args(field.annotation):
+            return member
+    return None
+
+

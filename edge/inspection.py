@@ -1,0 +1,107 @@
+"""The inspection path shared by the API, camera/replay sources and the offline CLI:
+decode -> judge -> locate -> archive -> store. Bad input raises before anything is stored."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.archive import ImageArchive
+from edge.metrics import StationMetrics
+from edge.model_manager import ModelManager
+from edge.store import NewVerdict, PartContext, StoredVerdict, VerdictStore
+from vision.heatmap import heatmap_image, locate_defect
+from vision.images import ImageError, decode_image
+from vision.inspector import VisionInspector, VisionResult
+
+_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "TIFF": "tif"}
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """A judged input and the Future of its stored verdict."""
+
+    result: VisionResult
+    verdict: NewVerdict
+    stored: Future[StoredVerdict]
+    started: float
+
+    def response(self, stored: StoredVerdict) -> dict[str, Any]:
+        v = self.verdict
+        return {
+            "id": stored.verdict_id, "part_id": stored.part_id, "serial": stored.serial,
+            "batch_id": stored.batch_id, "decision": v.decision, "label": v.label, "score": v.score,
+            "threshold": v.threshold, "model": {"name": v.model_name, "version": v.model_version},
+            "latency_ms": round((time.perf_counter() - self.started) * 1000.0, 3),
+            "inference_ms": round(self.result.timings_ms.get("model", 0.0), 3),
+            "defect_region": v.details.get("defect_region"), "created_at": stored.created_at,
+        }
+
+
+def evaluate(inspector: VisionInspector, pixels: npt.NDArray[np.uint8]) -> tuple[VisionResult, dict[str, Any]]:
+    """Judge pixels and locate the defect; stores nothing (the offline CLI stops here)."""
+    result = inspector.judge(pixels)
+    details: dict[str, Any] = {"width": int(pixels.shape[1]), "height": int(pixels.shape[0])}
+    region = None if result.anomaly_map is None else locate_defect(result.anomaly_map, result.threshold)
+    if region is not None and result.decision == "NG":
+        details["defect_region"] = region
+    return result, details
+
+
+class InspectionService:
+    def __init__(self, models: ModelManager, store: VerdictStore, archive: ImageArchive, metrics: StationMetrics,
+                 default_model: str, max_pixels: int) -> None:
+        self.models = models
+        self.store = store
+        self.archive = archive
+        self.metrics = metrics
+        self.default_model = default_model
+        self.max_pixels = max_pixels
+
+    def judge_bytes(self, data: bytes, part: PartContext, model: str | None = None) -> Inspection:
+        started = time.perf_counter()
+        inspector = self.models.vision(model or self.default_model)  # unknown model fails before decoding
+        try:
+            image = decode_image(data, self.max_pixels)
+        except ImageError as exc:
+            self.metrics.rejected_inputs.labels(exc.reason).inc()
+            raise
+        self.metrics.stage_latency.labels("decode").observe(time.perf_counter() - started)
+        return self._judge(image.pixels, part, inspector.name, started,
+                           original=(data, _EXTENSIONS.get(image.format, "img")))
+
+    def judge_pixels(self, pixels: npt.NDArray[np.uint8], part: PartContext, model: str | None = None) -> Inspection:
+        return self._judge(pixels, part, model or self.default_model, time.perf_counter(), original=None)
+
+    def evaluate(self, pixels: npt.NDArray[np.uint8], model: str | None = None) -> tuple[VisionResult, dict[str, Any]]:
+        result, details = evaluate(self.models.vision(model or self.default_model), pixels)
+        self.metrics.stage_latency.labels("model").observe(result.timings_ms["model"] / 1000.0)
+        return result, details
+
+    def _judge(self, pixels: npt.NDArray[np.uint8], part: PartContext, model: str, started: float,
+               original: tuple[bytes, str] | None) -> Inspection:
+        result, details = self.evaluate(pixels, model)
+        image_ref = heatmap_ref = None
+        if self.archive.wants(result.decision):
+            image_ref = (self.archive.save_bytes(*original) if original is not None
+                         else self.archive.save_pixels(pixels))
+            if result.anomaly_map is not None and result.decision == "NG":
+                heatmap_ref = self.archive.save_pixels(heatmap_image(result.anomaly_map, result.threshold))
+        verdict = NewVerdict(
+            modality="vision", decision=result.decision,  # type: ignore[arg-type]
+            label=result.label, score=result.score, threshold=result.threshold, model_name=result.model_name,
+            model_version=result.model_version, latency_ms=(time.perf_counter() - started) * 1000.0,
+            image_ref=image_ref, heatmap_ref=heatmap_ref, details=details,
+        )
+        stored = self.store.record(part, [verdict])
+        return Inspection(result, verdict, stored, started)
+
+    def observe_stored(self, inspection: Inspection, source: str) -> None:
+        v = inspection.verdict
+        self.metrics.verdicts.labels(v.modality, v.decision, v.model_name or "").inc()
+        self.metrics.verdict_latency.labels(v.modality, source).observe(time.perf_counter() - inspection.started)

@@ -1,0 +1,29 @@
+"""Prometheus metrics for one station (a registry per app, so tests can build several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5)
+
+
+class StationMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("edge_http_requests", "HTTP requests by route and status",
+                                ["method", "route", "status"], registry=r)
+        self.verdicts = Counter("edge_verdicts", "Stored verdicts by modality, decision and model",
+                                ["modality", "decision", "model"], registry=r)
+        self.rejected_inputs = Counter("edge_rejected_inputs", "Inputs refused before judging, by reason",
+                                       ["reason"], registry=r)
+        self.verdict_latency = Histogram("edge_verdict_latency_seconds",
+                                         "From receiving an input to its durable verdict",
+                                         ["modality", "source"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.stage_latency = Histogram("edge_stage_latency_seconds", "Time per pipeline stage",
+                                       ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.store_queue = Gauge("edge_store_queue_depth", "Operations waiting for the SQLite writer", registry=r)
+        self.store_commits = Gauge("edge_store_commits", "Commits made by the SQLite writer", registry=r)
+        self.source_errors = Counter("edge_source_errors", "Frames a source could not deliver or judge",
+                                     ["source", "reason"], registry=r)
+        self.model_info = Gauge("edge_model_active_version", "Active version per loaded model", ["model"], registry=r)

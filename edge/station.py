@@ -1,0 +1,116 @@
+"""The station: everything one config file describes, started in order with errors a technician
+can act on (StartupError), and stopped without losing a queued verdict."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from edge.archive import ImageArchive
+from edge.config import ReplaySource, StationConfig
+from edge.inspection import InspectionService
+from edge.metrics import StationMetrics
+from edge.model_manager import ModelManager
+from edge.runner import SourceRunner
+from edge.store import VerdictStore
+from models.manifest import ManifestError
+from models.registry import ModelRegistry, UnknownModelError
+from vision.sources import FolderReplaySource, FrameSource
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The station cannot start; the message says what to fix."""
+
+
+def check_writable(folder_label: str, path: os.PathLike[str] | str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{uuid.uuid4().hex}")
+        with open(probe, "wb") as handle:
+            handle.write(b"ok")
+            os.fsync(handle.fileno())
+        os.unlink(probe)
+    except OSError as exc:
+        raise StartupError(
+            f"{folder_label} {path} is not writable ({exc.strerror}). Give the service user write access, "
+            "or point storage.data_dir in the station config at a writable folder."
+        ) from exc
+
+
+@dataclass
+class Station:
+    config: StationConfig
+    metrics: StationMetrics = field(default_factory=StationMetrics)
+    started_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.store: VerdictStore | None = None
+        self.models: ModelManager | None = None
+        self.inspection: InspectionService | None = None
+        self.runners: list[SourceRunner] = []
+
+    @property
+    def id(self) -> str:
+        return self.config.station.id
+
+    def start(self, with_sources: bool = True) -> None:
+        cfg = self.config
+        check_writable("data folder", cfg.data_dir)
+        try:
+            self.store = VerdictStore(cfg.database_path, cfg.storage.commit_interval_ms / 1000.0,
+                                      cfg.storage.max_commit_batch)
+        except (sqlite3.Error, RuntimeError) as exc:
+            raise StartupError(f"cannot open the verdict database {cfg.database_path}: {exc}") from exc
+        registry = ModelRegistry(cfg.data_dir / "models")
+        registry.clean_staging()
+        self.models = ModelManager(registry, cfg.models.threads, cfg.models.thresholds)
+        wanted = {cfg.models.vision} | {s.model for s in cfg.sources if s.model}
+        for name in sorted(wanted):
+            try:
+                self.models.vision(name)
+            except (ManifestError, UnknownModelError, ValueError) as exc:
+                raise StartupError(f"model '{name}' cannot be loaded: {exc}") from exc
+        archive = ImageArchive(cfg.data_dir, cfg.storage.save_images)
+        self.inspection = InspectionService(self.models, self.store, archive, self.metrics, cfg.models.vision,
+                                            int(cfg.api.max_image_megapixels * 1_000_000))
+        self.store.start()
+        self.models.watch()
+        if with_sources:
+            for settings in cfg.sources:
+                runner = SourceRunner(self._build_source(settings), self.inspection, self.id, settings.model)
+                runner.start()
+                self.runners.append(runner)
+        self.started_at = time.time()
+        log.info("station %s started: %d model(s), %d source(s), database %s", self.id,
+                 len(self.models.loaded()), len(self.runners), cfg.database_path)
+
+    def _build_source(self, settings: ReplaySource) -> FrameSource:
+        try:
+            return FolderReplaySource(settings.name, self.config.resolve(settings.folder), settings.interval_s,
+                                      settings.loop, int(self.config.api.max_image_megapixels * 1_000_000))
+        except FileNotFoundError as exc:
+            raise StartupError(f"{exc}. Fix sources[{settings.name}].folder in the station config.") from exc
+
+    def ready(self) -> tuple[bool, dict[str, object]]:
+        models = self.models.loaded() if self.models else {}
+        store_ok = self.store is not None and self.store.writable()
+        checks: dict[str, object] = {
+            "store_writable": store_ok,
+            "models": {name: inspector.version for name, inspector in models.items()},
+            "sources": {r.source.name: r.running for r in self.runners},
+        }
+        return bool(models) and store_ok, checks
+
+    def stop(self) -> None:
+        for runner in self.runners:
+            runner.stop()
+        if self.models is not None:
+            self.models.stop()
+        if self.store is not None:
+            self.store.close()

@@ -1,0 +1,113 @@
+"""Database schema as numbered migrations, applied in order and recorded in ``schema_version``."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+def _v1_initial(db: sqlite_utils.Database) -> None:
+    db.table("batches").create(
+        {"id": int, "lot": str, "product": str, "recipe": str, "operator": str, "station": str,
+         "opened_at": str, "closed_at": str, "closed_by": str, "note": str},
+        pk="id", not_null={"lot", "station", "opened_at"},
+    )
+    db.table("parts").create(
+        {"id": int, "serial": str, "batch_id": int, "station": str, "source": str, "created_at": str,
+         "decision": str, "inspections": int},
+        pk="id", not_null={"serial", "station", "created_at"}, foreign_keys=[("batch_id", "batches", "id")],
+    )
+    db.table("verdicts").create(
+        {"id": int, "part_id": int, "modality": str, "model_name": str, "model_version": int, "label": str,
+         "score": float, "threshold": float, "decision": str, "reason": str, "latency_ms": float,
+         "image_ref": str, "heatmap_ref": str, "source": str, "station": str, "created_at": str, "details": str},
+        pk="id", not_null={"part_id", "modality", "decision", "station", "created_at"},
+        foreign_keys=[("part_id", "parts", "id")],
+    )
+    db.table("overrides").create(
+        {"id": int, "verdict_id": int, "decision": str, "label": str, "operator": str, "reason": str,
+         "created_at": str},
+        pk="id", not_null={"verdict_id", "decision", "operator", "created_at"},
+        foreign_keys=[("verdict_id", "verdicts", "id")],
+    )
+    db.table("alarms").create(
+        {"id": int, "kind": str, "severity": str, "message": str, "source": str, "raised_at": str,
+         "acknowledged_at": str, "acknowledged_by": str, "cleared_at": str},
+        pk="id", not_null={"kind", "severity", "message", "raised_at"},
+    )
+    db.table("audit_log").create(
+        {"id": int, "at": str, "actor": str, "action": str, "entity": str, "entity_id": str, "details": str},
+        pk="id", not_null={"at", "actor", "action"},
+    )
+    db.table("parts").create_index(["batch_id"])
+    db.table("parts").create_index(["serial"])
+    db.table("verdicts").create_index(["part_id"])
+    db.table("verdicts").create_index(["created_at"])
+    db.table("verdicts").create_index(["model_name", "model_version"])
+    db.table("batches").create_index(["lot"])
+    db.table("overrides").create_index(["verdict_id"])
+    db.execute("CREATE UNIQUE INDEX idx_parts_serial_batch ON parts(serial, COALESCE(batch_id, -1))")
+
+
+MIGRATIONS: list[tuple[int, str, Migration]] = [
+    (1, "initial schema: batches, parts, verdicts, overrides, alarms, audit log", _v1_initial),
+]
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def current_version(db: sqlite_utils.Database) -> int:
+    if "schema_version" not in db.table_names():
+        return 0
+    row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(db: sqlite_utils.Database, path: Path | None = None) -> list[int]:
+    """Apply pending migrations, each in its own transaction. Returns the versions applied.
+
+    An existing database is copied beside itself before its first pending migration.
+    """
+    version = current_version(db)
+    if version > LATEST_VERSION:
+        raise RuntimeError(
+            f"database schema version {version} is newer than this software supports ({LATEST_VERSION}); "
+            "upgrade edge-inspect or use another data folder"
+        )
+    pending = [m for m in MIGRATIONS if m[0] > version]
+    if pending and version > 0 and path is not None:
+        backup = path.with_name(f"{path.name}.v{version}.bak")
+        db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        shutil.copy2(path, backup)
+    applied = []
+    for number, description, apply in pending:
+        with db.conn:
+            db.execute("BEGIN IMMEDIATE")
+            if "schema_version" not in db.table_names():
+                db.table("schema_version").create({"version": int, "description": str, "applied_at": str}, pk="version")
+            apply(db)
+            db.table("schema_version").insert(
+                {"version": number, "description": description, "applied_at": datetime.now(UTC).isoformat()}
+            )
+        applied.append(number)
+    return applied
+
+
+def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in WAL mode with durable commits; autocommit (we manage transactions)."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+    else:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")  # a commit survives power loss, not only a killed process
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.row_factory = sqlite3.Row
+    return conn

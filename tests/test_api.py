@@ -1,0 +1,195 @@
+"""The HTTP API in-process (TestClient): judging, reading back, and every kind of bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import encode, jpeg, pil_bytes
+from fastapi.testclient import TestClient
+from modelkit import dark_part
+from PIL import Image
+
+from edge.station import Station
+
+VISION = "/api/v1/verdicts/vision"
+
+
+def verdict_count(station: Station) -> int:
+    assert station.store is not None
+    return station.store.counts()["verdicts"]
+
+
+def test_multipart_upload_is_judged_stored_and_read_back(client: TestClient, station: Station) -> None:
+    response = client.post(VISION, files={"image": ("part.jpg", jpeg(spot=True), "image/jpeg")},
+                           data={"serial": "SN-1", "batch": "LOT-7"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["decision"] == "NG" and body["label"] == "defect"
+    assert body["score"] >= body["threshold"] == 0.5
+    assert body["model"] == {"name": "bright-spot", "version": 1}
+    assert body["serial"] == "SN-1" and body["latency_ms"] > 0
+    region = body["defect_region"]
+    assert region["x"] >= 0.5 and region["y"] >= 0.5, "the spot is in the lower right"
+
+    record = client.get(f"/api/v1/verdicts/{body['id']}").json()
+    assert record["lot"] == "LOT-7" and record["serial"] == "SN-1" and record["station"] == "test-station"
+    assert record["decision"] == "NG" and record["model_name"] == "bright-spot" and record["model_version"] == 1
+    image = client.get(f"/api/v1/verdicts/{body['id']}/image")
+    assert image.status_code == 200 and image.content == jpeg(spot=True)
+    assert client.get(f"/api/v1/verdicts/{body['id']}/heatmap").headers["content-type"] == "image/png"
+
+
+def test_raw_body_in_every_accepted_format(client: TestClient) -> None:
+    grey = dark_part()
+    colour = np.dstack([grey, grey, grey])
+    uploads = {
+        "image/jpeg": encode(grey, ".jpg"), "image/png": encode(colour, ".png"),
+        "image/bmp": encode(grey, ".bmp"), "image/tiff": encode(colour, ".tiff"),
+        "application/octet-stream": encode(grey, ".png"),
+    }
+    for content_type, data in uploads.items():
+        response = client.post(VISION, content=data, headers={"content-type": content_type})
+        assert response.status_code == 200, (content_type, response.text)
+        assert response.json()["decision"] == "OK"
+
+
+def test_ok_part_gets_generated_serial_and_no_region(client: TestClient) -> None:
+    body = client.post(VISION, content=jpeg(), headers={"content-type": "image/jpeg"}).json()
+    assert body["decision"] == "OK" and body["defect_region"] is None
+    assert body["serial"].startswith("test-station-")
+    assert client.get(f"/api/v1/verdicts/{body['id']}/image").status_code == 404  # OK images are not kept
+
+
+def truncated_jpeg() -> bytes:
+    data = jpeg(spot=True)
+    return data[: len(data) // 2]
+
+
+BAD_INPUTS = [
+    pytest.param(b"", "image/jpeg", 400, "empty", id="empty body"),
+    pytest.param(b"this is not an image at all", "application/octet-stream", 400, "not_an_image", id="not an image"),
+    pytest.param(truncated_jpeg(), "image/jpeg", 400, "corrupt", id="truncated jpeg"),
+    pytest.param(pil_bytes(Image.fromarray(np.full((64, 64), 40000, np.uint16)), "PNG"), "image/png", 400,
+                 "unsupported_pixel_format", id="16-bit png"),
+    pytest.param(pil_bytes(Image.new("RGBA", (64, 64)), "PNG"), "image/png", 400, "unsupported_pixel_format",
+                 id="4-channel png"),
+    pytest.param(pil_bytes(Image.new("RGB", (64, 64)), "GIF"), "image/gif", 415, "unsupported_media_type",
+                 id="gif content type"),
+    pytest.param(pil_bytes(Image.new("RGB", (64, 64)), "GIF"), "application/octet-stream", 415,
+                 "unsupported_format", id="gif bytes"),
+    pytest.param(b'{"image": "x"}', "application/json", 415, "unsupported_media_type", id="json body"),
+    pytest.param(b"x" * (1024 * 1024 + 1), "image/jpeg", 413, "too_large", id="over the size limit"),
+]
+
+
+@pytest.mark.parametrize(("data", "content_type", "status", "code"), BAD_INPUTS)
+def test_bad_input_is_refused_clearly_and_stores_nothing(client: TestClient, station: Station, data: bytes,
+                                                         content_type: str, status: int, code: str) -> None:
+    before = verdict_count(station)
+    response = client.post(VISION, content=data, headers={"content-type": content_type})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and len(error["message"]) > 10
+    assert verdict_count(station) == before
+    # and the service keeps serving
+    assert client.post(VISION, content=jpeg(), headers={"content-type": "image/jpeg"}).status_code == 200
+
+
+def test_bad_multipart_requests(client: TestClient, station: Station) -> None:
+    before = verdict_count(station)
+    missing = client.post(VISION, files={"picture": ("p.jpg", jpeg(), "image/jpeg")})
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "missing_image"
+    broken = client.post(VISION, content=b"--xyz\r\ngarbage",
+                         headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert broken.status_code == 400
+    too_big = client.post(VISION, files={"image": ("p.jpg", b"x" * (1024 * 1024 + 10), "image/jpeg")})
+    assert too_big.status_code == 413
+    assert verdict_count(station) == before
+
+
+def test_unknown_model_and_malformed_fields(client: TestClient, station: Station) -> None:
+    before = verdict_count(station)
+    unknown = client.post(f"{VISION}?model=no-such-model", content=jpeg(), headers={"content-type": "image/jpeg"})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "unknown_model" and "bright-spot" in unknown.json()["error"]["message"]
+    bad_serial = client.post(f"{VISION}?serial=has%20spaces%20%3B%20drop", content=jpeg(),
+                             headers={"content-type": "image/jpeg"})
+    assert bad_serial.status_code == 422 and bad_serial.json()["error"]["code"] == "invalid_request"
+    assert verdict_count(station) == before
+
+
+def test_image_over_pixel_limit_is_refused(client: TestClient, station: Station) -> None:
+    station.inspection.max_pixels = 100 * 100  # type: ignore[union-attr]
+    response = client.post(VISION, content=encode(dark_part(size=(200, 200)), ".png"),
+                           headers={"content-type": "image/png"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "too_large"
+
+
+def test_verdict_paging_is_stable_and_complete(client: TestClient) -> None:
+    ids = [client.post(VISION, content=jpeg(seed=i), headers={"content-type": "image/jpeg"}).json()["id"]
+           for i in range(7)]
+    seen: list[int] = []
+    cursor = 0
+    while True:
+        page = client.get(f"/api/v1/verdicts?since={cursor}&limit=3").json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if not page["has_more"]:
+            break
+    assert seen == sorted(ids)
+    assert client.get(f"/api/v1/verdicts?since={cursor}").json() == {"items": [], "next_cursor": cursor,
+                                                                       "has_more": False}
+    assert client.get("/api/v1/verdicts?limit=0").status_code == 422
+    assert client.get("/api/v1/verdicts/999999").status_code == 404
+
+
+def test_override_batches_alarms_and_audit(client: TestClient, station: Station) -> None:
+    batch = client.post("/api/v1/batches", json={"lot": "L-42", "product": "tile-A", "operator": "ann"})
+    assert batch.status_code == 201
+    batch_id = batch.json()["id"]
+    verdict = client.post(VISION, content=jpeg(spot=True), headers={"content-type": "image/jpeg"}).json()
+    assert verdict["batch_id"] == batch_id, "parts go into the station's open batch"
+    override = client.post(f"/api/v1/verdicts/{verdict['id']}/override",
+                           json={"decision": "OK", "operator": "ann", "reason": "dust, wiped"})
+    assert override.status_code == 200
+    record = client.get(f"/api/v1/verdicts/{verdict['id']}").json()
+    assert record["decision"] == "NG" and record["override_decision"] == "OK" and record["override_operator"] == "ann"
+    assert client.post("/api/v1/verdicts/999999/override", json={"decision": "OK", "operator": "a"}).status_code == 404
+    assert client.post(f"/api/v1/verdicts/{verdict['id']}/override", json={"decision": "MAYBE", "operator": "a"}
+                       ).status_code == 422
+    closed = client.post(f"/api/v1/batches/{batch_id}/close", json={"operator": "ann"})
+    assert closed.status_code == 200 and closed.json()["closed_at"]
+    assert client.post(f"/api/v1/batches/{batch_id}/close", json={"operator": "ann"}).status_code == 409
+
+    assert station.store is not None
+    alarm_id = station.store.raise_alarm("camera_lost", "camera 1 stopped sending frames", "critical").result()
+    assert [a["id"] for a in client.get("/api/v1/alarms?active_only=true").json()] == [alarm_id]
+    assert client.post(f"/api/v1/alarms/{alarm_id}/ack", json={"operator": "bob"}).json()["acknowledged_by"] == "bob"
+    assert client.get("/api/v1/alarms?active_only=true").json() == []
+    actions = [entry["action"] for entry in station.store.audit_log()]
+    assert {"open_batch", "override", "close_batch", "acknowledge_alarm"} <= set(actions)
+
+
+def test_health_models_metrics_and_openapi(client: TestClient) -> None:
+    health = client.get("/api/v1/health")
+    assert health.status_code == 200 and health.json()["status"] == "ready"
+    assert health.json()["checks"]["models"] == {"bright-spot": 1}
+    assert client.get("/api/v1/models").json()[0]["name"] == "bright-spot"
+    client.post(VISION, content=jpeg(spot=True), headers={"content-type": "image/jpeg"})
+    client.post(VISION, content=b"", headers={"content-type": "image/jpeg"})
+    text = client.get("/metrics").text
+    assert 'edge_verdicts_total{decision="NG",modality="vision",model="bright-spot"} 1.0' in text
+    assert 'edge_rejected_inputs_total{reason="empty"} 1.0' in text
+    assert 'edge_http_requests_total{method="POST",route="/api/v1/verdicts/vision",status="200"} 1.0' in text
+    assert "edge_verdict_latency_seconds_bucket" in text
+    assert "/api/v1/verdicts/vision" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_health_is_not_ready_when_the_store_is_stopped(client: TestClient, station: Station) -> None:
+    assert station.store is not None
+    station.store.writer.stop()
+    health = client.get("/api/v1/health")
+    assert health.status_code == 503 and health.json()["checks"]["store_writable"] is False
+    response = client.post(VISION, content=jpeg(spot=True), headers={"content-type": "image/jpeg"})
+    assert response.status_code == 503 and response.json()["error"]["code"] == "store_unavailable"

@@ -1,0 +1,121 @@
+"""The SQLite verdict store: schema, group commits, isolation of failures, reads."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from edge.store import NewVerdict, PartContext, StoreError, VerdictStore
+from edge.store.schema import LATEST_VERSION, connect, current_version, migrate
+
+
+def verdict(decision: str = "OK", score: float = 0.1) -> NewVerdict:
+    return NewVerdict("vision", decision, "good" if decision == "OK" else "defect", score, 0.5,  # type: ignore[arg-type]
+                      "m", 3, 1.5, details={"k": 1})
+
+
+@pytest.fixture
+def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    store = VerdictStore(tmp_path / "v.db")
+    store.start()
+    yield store
+    store.close()
+
+
+def test_schema_is_versioned_and_migration_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    db = sqlite_utils.Database(connect(path))
+    assert migrate(db, path) == [1] and migrate(db, path) == []
+    assert current_version(db) == LATEST_VERSION
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.execute("INSERT INTO schema_version VALUES (99, 'future', 'x')")
+    with pytest.raises(RuntimeError, match="newer than this software"):
+        migrate(db, path)
+
+
+def test_records_are_traceable_and_parts_reinspected(store: VerdictStore) -> None:
+    first = store.record(PartContext("st1", "api", serial="SN1", lot="LOT1"), [verdict("NG", 0.9)]).result()
+    again = store.record(PartContext("st1", "api", serial="SN1", lot="LOT1"), [verdict("OK")]).result()
+    assert first.part_id == again.part_id and first.batch_id == again.batch_id is not None
+    row = store.verdict(first.verdict_id)
+    assert row is not None
+    assert (row["serial"], row["lot"], row["station"], row["model_name"], row["model_version"]) == \
+        ("SN1", "LOT1", "st1", "m", 3)
+    assert row["details"] == {"k": 1}
+    parts = list(store._reader().query("SELECT inspections, decision FROM parts"))
+    assert parts == [{"inspections": 2, "decision": "OK"}]
+    audit = store.audit_log()
+    assert audit[-1]["action"] == "open_batch" and audit[-1]["details"]["automatic"] is True
+
+
+def test_one_failing_operation_does_not_spoil_its_group(store: VerdictStore) -> None:
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO verdicts (part_id) VALUES (NULL)")
+
+    good = [store.record(PartContext("st", "api"), [verdict()]) for _ in range(20)]
+    bad = store.writer.submit(broken)
+    more = [store.record(PartContext("st", "api"), [verdict()]) for _ in range(20)]
+    with pytest.raises(sqlite3.IntegrityError):
+        bad.result()
+    assert len({f.result().verdict_id for f in good + more}) == 40
+    assert store.counts()["verdicts"] == 40
+
+
+def test_concurrent_writers_get_unique_increasing_ids(store: VerdictStore) -> None:
+    ids: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(200):
+            stored = store.record(PartContext("st", "api"), [verdict()]).result()
+            with lock:
+                ids.append(stored.verdict_id)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(ids) == list(range(1, 801))
+    assert store.writer.commits < 800, "commits are grouped"
+    assert [row["id"] for row in store.verdicts_since(790, 100)] == list(range(791, 801))
+
+
+def test_batches_overrides_alarms(store: VerdictStore) -> None:
+    first = store.open_batch("L1", "st", product="P", operator="ann").result()
+    second = store.open_batch("L2", "st", operator="ann").result()
+    assert store.batch(first["id"])["closed_at"] is not None, "opening a batch closes the open one"  # type: ignore[index]
+    stored = store.record(PartContext("st", "api"), [verdict("NG", 0.8)]).result()
+    assert stored.batch_id == second["id"]
+    with pytest.raises(StoreError, match="already closed"):
+        store.close_batch(first["id"], "ann").result()
+    with pytest.raises(StoreError, match="does not exist"):
+        store.override(12345, "OK", "ann").result()
+    store.override(stored.verdict_id, "OK", "ann", "false call").result()
+    assert store.verdict(stored.verdict_id)["override_decision"] == "OK"  # type: ignore[index]
+    a1 = store.raise_alarm("overrun", "audio overrun", source="mic").result()
+    assert store.raise_alarm("overrun", "audio overrun again", source="mic").result() == a1, "no duplicates"
+    store.acknowledge_alarm(a1, "bob").result()
+    assert store.raise_alarm("overrun", "a new one", source="mic").result() != a1
+
+
+def test_writes_are_durable_across_reopen(tmp_path: Path) -> None:
+    store = VerdictStore(tmp_path / "v.db")
+    store.start()
+    ids = [store.record(PartContext("st", "api"), [verdict()]).result().verdict_id for _ in range(5)]
+    store.close()
+    reopened = VerdictStore(tmp_path / "v.db")
+    assert [r["id"] for r in reopened.verdicts_since(0, 100)] == ids
+    reopened.close()
+
+
+def test_stopped_store_refuses_new_work(store: VerdictStore) -> None:
+    from edge.store import StoreUnavailableError
+
+    store.writer.stop()
+    with pytest.raises(StoreUnavailableError):
+        store.record(PartContext("st", "api"), [verdict()])

@@ -1,0 +1,106 @@
+"""Decode image bytes (JPEG, PNG, BMP, TIFF) into 8-bit arrays, refusing what a model cannot take."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
+
+ACCEPTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "TIFF": "image/tiff"}
+# Pillow modes that are 8-bit grey or colour; everything else is refused with its reason.
+_GREY_MODES = {"L", "1"}
+_COLOUR_MODES = {"RGB", "P", "YCbCr"}
+_REFUSED_MODES = {
+    "I;16": "16-bit greyscale", "I;16B": "16-bit greyscale", "I;16L": "16-bit greyscale", "I;16N": "16-bit greyscale",
+    "I": "32-bit integer", "F": "32-bit float", "RGBA": "4-channel (RGBA)", "LA": "2-channel (grey+alpha)",
+    "CMYK": "4-channel (CMYK)", "RGBX": "4-channel (RGBX)", "PA": "palette with alpha",
+}
+
+
+class ImageError(ValueError):
+    """Bytes that are not an acceptable image. ``reason`` is a short machine-readable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: npt.NDArray[np.uint8]  # HxW (grey) or HxWx3 (BGR, as OpenCV uses)
+    format: str
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.pixels.ndim == 2 else int(self.pixels.shape[2])
+
+
+def decode_image(data: bytes, max_pixels: int = 64_000_000) -> DecodedImage:
+    """Decode and validate; raises ImageError naming what is wrong."""
+    if not data:
+        raise ImageError("empty", "the request carried no image data (empty body or empty file)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            fmt = image.format or "unknown"
+            if fmt not in ACCEPTED_FORMATS:
+                raise ImageError("unsupported_format",
+                                 f"{fmt} images are not accepted; send JPEG, PNG, BMP or TIFF")
+            if image.width * image.height > max_pixels:
+                raise ImageError("too_large", f"image is {image.width}x{image.height} px, more than the "
+                                 f"{max_pixels / 1e6:.0f} megapixels allowed")
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)
+            image.load()  # forces a full decode: truncated files fail here
+    except ImageError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageError("not_an_image", "the data is not a readable image (JPEG, PNG, BMP or TIFF expected)") from exc
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageError("too_large", f"image is too large to decode safely: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError("corrupt", f"the image is corrupt or truncated: {exc}") from exc
+    return DecodedImage(_to_array(image), fmt)
+
+
+def _to_array(image: Image.Image) -> npt.NDArray[np.uint8]:
+    mode = image.mode
+    if mode in _REFUSED_MODES:
+        raise ImageError("unsupported_pixel_format",
+                         f"{_REFUSED_MODES[mode]} images are not accepted: send 8-bit greyscale or 8-bit colour")
+    if mode in _GREY_MODES:
+        return np.asarray(image.convert("L"), dtype=np.uint8)
+    if mode in _COLOUR_MODES:
+        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return np.ascontiguousarray(rgb[:, :, ::-1])
+    raise ImageError("unsupported_pixel_format", f"pixel format '{mode}' is not accepted: send 8-bit grey or colour")
+
+
+def read_image_file(path: Path, max_pixels: int = 64_000_000) -> DecodedImage:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError("unreadable", f"{path}: cannot read file: {exc.strerror}") from exc
+    return decode_image(data, max_pixels)
+
+
+def encode_png(pixels: npt.NDArray[np.uint8]) -> bytes:
+    ok, buffer = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ImageError("encode_failed", "could not encode image as PNG")
+    return bytes(buffer)

@@ -1,0 +1,52 @@
+"""Turn a decoded image into a model's input tensor, identically at training and at run time."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from models.manifest import ImageInput
+
+_INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
+
+
+def to_channels(image: npt.NDArray[np.uint8], channels: int) -> npt.NDArray[np.uint8]:
+    """Return an HxWxC uint8 view with C = ``channels`` (grey replicated, colour converted BGR->RGB)."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    have = image.shape[2]
+    if have == channels:
+        return image if channels == 1 else np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+    if have == 1 and channels == 3:
+        return np.repeat(image, 3, axis=2)
+    if have == 3 and channels == 1:
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), dtype=np.uint8)[:, :, None]
+    raise ValueError(f"cannot convert a {have}-channel image to {channels} channels")
+
+
+def fit(image: npt.NDArray[np.uint8], spec: ImageInput) -> npt.NDArray[np.uint8]:
+    """Resize an HxWxC image to the model's width x height."""
+    h, w = image.shape[:2]
+    if (h, w) == (spec.height, spec.width):
+        return image
+    interpolation = _INTERPOLATION[spec.interpolation]
+    if spec.interpolation == "area" and (h < spec.height or w < spec.width):
+        interpolation = cv2.INTER_LINEAR  # INTER_AREA is meant for shrinking
+    resized = cv2.resize(image, (spec.width, spec.height), interpolation=interpolation)
+    pixels: npt.NDArray[np.uint8] = np.asarray(resized, dtype=np.uint8)
+    return pixels if pixels.ndim == 3 else pixels[:, :, None]
+
+
+def to_tensor(image: npt.NDArray[np.uint8], spec: ImageInput) -> npt.NDArray[np.generic]:
+    """Decoded 8-bit image (HxW grey or HxWx3 BGR, as OpenCV delivers) -> batch of one input tensor."""
+    pixels = fit(to_channels(image, spec.channels), spec)
+    if spec.dtype == "uint8":
+        tensor: npt.NDArray[np.generic] = pixels
+    else:
+        mean = np.asarray(spec.mean, dtype=np.float32)
+        std = np.asarray(spec.std, dtype=np.float32)
+        tensor = (pixels.astype(np.float32) * np.float32(spec.scale) - mean) / std
+    if spec.layout == "NCHW":
+        tensor = tensor.transpose(2, 0, 1)
+    return np.ascontiguousarray(tensor[None])
