@@ -108,6 +108,7 @@ class Station:
         return bool(models) and store_ok, checks
 
     def stop(self) -> None:
+        """Stop sources, then drain and close the store. Safe to call more than once."""
         for runner in self.runners:
             runner.stop()
         if self.models is not None:

@@ -134,3 +134,17 @@ def test_unwritable_data_folder_and_broken_config_stop_startup(tmp_path: Path) -
     result = run_cli("run", "--config", str(broken))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert str(broken) in result.stderr and "api.prot" in result.stderr and "port" in result.stderr
+
+
+def test_sigterm_drains_and_exits_cleanly(tmp_path: Path) -> None:
+    config = write_station_config(tmp_path)
+    service = LiveService(config, free_port()).start()
+    ids = [httpx.post(f"{service.url}{VISION}", content=jpeg(seed=i), headers={"content-type": "image/jpeg"}
+                      ).json()["id"] for i in range(5)]
+    service.stop()
+    assert service.process is not None
+    # uvicorn re-raises SIGTERM after its graceful shutdown: a clean stop for systemd
+    assert service.process.returncode in (0, -15), service.log.read_text()
+    assert "station test-station stopped" in service.log.read_text()
+    conn = sqlite3.connect(tmp_path / "data" / "verdicts.db")
+    assert [row[0] for row in conn.execute("SELECT id FROM verdicts ORDER BY id")] == ids

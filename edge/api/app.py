@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,8 @@ from edge.api import operations, verdicts
 from edge.api.errors import install_error_handlers
 from edge.metrics import StationMetrics
 from edge.station import Station
+
+log = logging.getLogger("edge.api")
 
 
 class RequestCounter:
@@ -43,18 +46,18 @@ class RequestCounter:
             self.metrics.requests.labels(scope["method"], path, str(status)).inc()
 
 
-def create_app(station: Station, manage_lifecycle: bool = False) -> FastAPI:
-    """Build the app. With ``manage_lifecycle`` the app starts and stops the station itself."""
+def create_app(station: Station, stop_station_on_shutdown: bool = False) -> FastAPI:
+    """Build the app around a started station; optionally stop the station when the server shuts down
+    (uvicorn re-raises SIGTERM after its graceful shutdown, so this is the last code that runs)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if manage_lifecycle:
-            station.start()
         try:
             yield
         finally:
-            if manage_lifecycle:
+            if stop_station_on_shutdown:
                 station.stop()
+                log.info("station %s stopped", station.id)
 
     app = FastAPI(title="edge-inspect", version="0.1.0", lifespan=lifespan,
                   description="Edge inspection appliance: judge images, read verdicts, run batches.")

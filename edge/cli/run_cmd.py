@@ -35,14 +35,14 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot start station {config.station.id}: {exc}") from exc
     host = args.host or config.api.host
     port = args.port if args.port is not None else config.api.port
-    server = uvicorn.Server(uvicorn.Config(create_app(station), host=host, port=port, log_level="warning",
+    app = create_app(station, stop_station_on_shutdown=True)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                           access_log=False, timeout_graceful_shutdown=10))
     log.info("serving on http://%s:%d (OpenAPI at /docs)", host, port)
     try:
         server.run()
     finally:
-        station.stop()
-        log.info("station %s stopped", config.station.id)
+        station.stop()  # idempotent; covers a server that never started
     if not server.started:
         raise CommandError(f"could not serve on {host}:{port} (is the port in use?)")
     return 0
