@@ -36,8 +36,14 @@ class StorageSettings(_Section):
     save_images: Literal["none", "ng", "all"] = Field(
         "ng", title="Image archive",
         description="Which judged images are kept on disk: none, NG (and INVALID) only, or all.")
-    commit_interval_ms: float = Field(2.0, ge=0, le=1000, title="Commit window",
-                                      description="How long the writer gathers records before one commit.")
+    commit_interval_ms: float = Field(
+        0.0, ge=0, le=1000, title="Extra commit window",
+        description="Extra wait for more records before a commit. 0: commit at once; records that arrive "
+                    "during a commit share the next one.")
+    sync: Literal["full", "normal"] = Field(
+        "full", title="Durability",
+        description="full: every acknowledged record survives power loss (an fsync per commit). normal: it "
+                    "survives a killed service but the last commits may be lost on power loss; faster on slow disks.")
     max_commit_batch: int = Field(1000, ge=1, le=100_000, title="Records per commit at most")
 
 

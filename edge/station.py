@@ -64,7 +64,7 @@ class Station:
         check_writable("data folder", cfg.data_dir)
         try:
             self.store = VerdictStore(cfg.database_path, cfg.storage.commit_interval_ms / 1000.0,
-                                      cfg.storage.max_commit_batch)
+                                      cfg.storage.max_commit_batch, cfg.storage.sync)
         except (sqlite3.Error, RuntimeError) as exc:
             raise StartupError(f"cannot open the verdict database {cfg.database_path}: {exc}") from exc
         registry = ModelRegistry(cfg.data_dir / "models")

@@ -70,10 +70,10 @@ def test_concurrent_writers_get_unique_increasing_ids(store: VerdictStore) -> No
     lock = threading.Lock()
 
     def worker() -> None:
-        for _ in range(200):
-            stored = store.record(PartContext("st", "api"), [verdict()]).result()
+        futures = [store.record(PartContext("st", "api"), [verdict()]) for _ in range(200)]
+        for future in futures:
             with lock:
-                ids.append(stored.verdict_id)
+                ids.append(future.result().verdict_id)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for thread in threads:

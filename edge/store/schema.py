@@ -99,14 +99,20 @@ def migrate(db: sqlite_utils.Database, path: Path | None = None) -> list[int]:
     return applied
 
 
-def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
-    """A connection in WAL mode with durable commits; autocommit (we manage transactions)."""
+def connect(path: Path, readonly: bool = False, sync: str = "full") -> sqlite3.Connection:
+    """A connection in WAL mode in autocommit (transactions are explicit).
+
+    ``sync="full"`` fsyncs every commit, so a commit survives power loss; ``"normal"`` survives a
+    killed process but may lose the last commits on power loss (faster on slow disks).
+    """
+    if sync not in ("full", "normal"):
+        raise ValueError(f"sync must be 'full' or 'normal', not {sync!r}")
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
     else:
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")  # a commit survives power loss, not only a killed process
+    conn.execute(f"PRAGMA synchronous={sync.upper()}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.row_factory = sqlite3.Row

@@ -49,10 +49,12 @@ LEFT JOIN overrides o ON o.id = (SELECT MAX(id) FROM overrides WHERE verdict_id 
 
 
 class VerdictStore:
-    def __init__(self, path: Path, commit_interval_s: float = 0.002, max_batch: int = 1000) -> None:
+    def __init__(self, path: Path, commit_interval_s: float = 0.0, max_batch: int = 1000,
+                 sync: str = "full") -> None:
         self.path = path
+        self.sync = sync
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._write_conn = connect(path)
+        self._write_conn = connect(path, sync=sync)
         migrate(sqlite_utils.Database(self._write_conn), path)
         self._writer = SqliteWriter(self._write_conn, commit_interval_s, max_batch)
         self._local = threading.local()
@@ -76,7 +78,7 @@ class VerdictStore:
     def _reader(self) -> sqlite_utils.Database:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite_utils.Database(connect(self.path))
+            db = sqlite_utils.Database(connect(self.path, sync=self.sync))
             db.execute("PRAGMA query_only=ON")
             self._local.db = db
         return db

@@ -34,7 +34,7 @@ class _Job:
 
 
 class SqliteWriter:
-    def __init__(self, conn: sqlite3.Connection, commit_interval_s: float = 0.002, max_batch: int = 1000,
+    def __init__(self, conn: sqlite3.Connection, commit_interval_s: float = 0.0, max_batch: int = 1000,
                  max_queue: int = 50_000) -> None:
         self._conn = conn
         self._interval = commit_interval_s
@@ -84,6 +84,8 @@ class SqliteWriter:
             first = self._queue.get()
             if first is None:
                 break
+            # Group commit: take everything that queued up during the last commit's fsync, and
+            # optionally wait a little longer for more (commit_interval > 0 trades latency for batching).
             jobs = [first]
             deadline = time.monotonic() + self._interval
             while len(jobs) < self._max_batch:
