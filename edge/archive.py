@@ -28,24 +28,24 @@ class ImageArchive:
     def wants(self, decision: str) -> bool:
         return self.policy == "all" or (self.policy == "ng" and decision in ("NG", "INVALID"))
 
-    def _new_path(self, suffix: str) -> Path | None:
+    def reserve(self, extension: str) -> Path | None:
+        """A new file path for an image, or None when the disk is too full to keep one."""
         if shutil.disk_usage(self.data_dir).free < self.min_free_bytes:
             self.skipped_low_disk += 1
             return None
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         folder = self.root / day
         folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"{uuid.uuid4().hex}{suffix}"
+        return folder / f"{uuid.uuid4().hex}.{extension}"
 
-    def save_bytes(self, data: bytes, extension: str) -> str | None:
-        path = self._new_path(f".{extension}")
-        if path is None:
-            return None
-        path.write_bytes(data)
-        return path.relative_to(self.data_dir).as_posix()
+    def ref(self, path: Path | None) -> str | None:
+        """The reference stored in a verdict row: the path relative to the data folder."""
+        return None if path is None else path.relative_to(self.data_dir).as_posix()
 
-    def save_pixels(self, pixels: npt.NDArray[np.uint8], suffix: str = ".png") -> str | None:
-        return self.save_bytes(encode_png(pixels), suffix.lstrip("."))
+    def write(self, path: Path | None, data: bytes | npt.NDArray[np.uint8]) -> None:
+        """Write raw bytes, or pixels as PNG, to a reserved path."""
+        if path is not None:
+            path.write_bytes(data if isinstance(data, bytes) else encode_png(data))
 
     def resolve(self, ref: str) -> Path | None:
         """The file behind a stored reference, refusing anything outside the archive."""

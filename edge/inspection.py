@@ -3,6 +3,7 @@ decode -> judge -> locate -> archive -> store. Bad input raises before anything 
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from vision.heatmap import heatmap_image, locate_defect
 from vision.images import ImageError, decode_image
 from vision.inspector import VisionInspector, VisionResult
 
+log = logging.getLogger(__name__)
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "TIFF": "tif"}
 
 
@@ -86,19 +88,26 @@ class InspectionService:
     def _judge(self, pixels: npt.NDArray[np.uint8], part: PartContext, model: str, started: float,
                original: tuple[bytes, str] | None) -> Inspection:
         result, details = self.evaluate(pixels, model)
-        image_ref = heatmap_ref = None
+        image_path = heatmap_path = None
         if self.archive.wants(result.decision):
-            image_ref = (self.archive.save_bytes(*original) if original is not None
-                         else self.archive.save_pixels(pixels))
+            image_path = self.archive.reserve(original[1] if original is not None else "png")
             if result.anomaly_map is not None and result.decision == "NG":
-                heatmap_ref = self.archive.save_pixels(heatmap_image(result.anomaly_map, result.threshold))
+                heatmap_path = self.archive.reserve("png")
         verdict = NewVerdict(
             modality="vision", decision=result.decision,  # type: ignore[arg-type]
             label=result.label, score=result.score, threshold=result.threshold, model_name=result.model_name,
             model_version=result.model_version, latency_ms=(time.perf_counter() - started) * 1000.0,
-            image_ref=image_ref, heatmap_ref=heatmap_ref, details=details,
+            image_ref=self.archive.ref(image_path), heatmap_ref=self.archive.ref(heatmap_path), details=details,
         )
         stored = self.store.record(part, [verdict])
+        # the files are written while the writer commits; the caller waits for both
+        try:
+            self.archive.write(image_path, original[0] if original is not None else pixels)
+            if heatmap_path is not None and result.anomaly_map is not None:
+                self.archive.write(heatmap_path, heatmap_image(result.anomaly_map, result.threshold))
+        except OSError as exc:
+            self.metrics.source_errors.labels(part.source, "archive_write_failed").inc()
+            log.error("image archive write failed for a %s verdict: %s", result.decision, exc)
         return Inspection(result, verdict, stored, started)
 
     def observe_stored(self, inspection: Inspection, source: str) -> None:
