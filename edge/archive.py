@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +19,15 @@ log = logging.getLogger(__name__)
 
 
 class ImageArchive:
-    def __init__(self, data_dir: Path, policy: str = "ng", min_free_mb: float = 500.0) -> None:
+    def __init__(self, data_dir: Path, policy: str = "ng", min_free_mb: float = 1000.0,
+                 keep_days: int = 90) -> None:
         self.data_dir = data_dir
         self.root = data_dir / "images"
         self.policy = policy
         self.min_free_bytes = int(min_free_mb * 1024 * 1024)
+        self.keep_days = keep_days
         self.skipped_low_disk = 0
+        self.removed_files = 0
 
     def wants(self, decision: str) -> bool:
         return self.policy == "all" or (self.policy == "ng" and decision in ("NG", "INVALID"))
@@ -46,6 +50,30 @@ class ImageArchive:
         """Write raw bytes, or pixels as PNG, to a reserved path."""
         if path is not None:
             path.write_bytes(data if isinstance(data, bytes) else encode_png(data))
+
+    def enforce_retention(self, now: datetime | None = None) -> int:
+        """Delete day folders older than ``keep_days``, then the oldest images while free space is
+        below the floor plus 10 %. Verdict rows keep their (now dangling) references. Returns files removed."""
+        if not self.root.is_dir():
+            return 0
+        cutoff = ((now or datetime.now(UTC)) - timedelta(days=self.keep_days)).strftime("%Y-%m-%d")
+        target = int(self.min_free_bytes * 1.1)
+        removed = 0
+        for day in sorted(p for p in self.root.iterdir() if p.is_dir()):  # YYYY-MM-DD sorts oldest first
+            expired = day.name < cutoff
+            if not expired and shutil.disk_usage(self.data_dir).free >= target:
+                break
+            for index, file in enumerate(sorted(day.iterdir(), key=lambda p: p.stat().st_mtime)):
+                if not expired and index % 50 == 0 and shutil.disk_usage(self.data_dir).free >= target:
+                    break
+                file.unlink(missing_ok=True)
+                removed += 1
+            with contextlib.suppress(OSError):
+                day.rmdir()  # only succeeds once empty
+        self.removed_files += removed
+        if removed:
+            log.info("image retention removed %d files", removed)
+        return removed
 
     def resolve(self, ref: str) -> Path | None:
         """The file behind a stored reference, refusing anything outside the archive."""

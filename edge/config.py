@@ -45,6 +45,9 @@ class StorageSettings(_Section):
         description="full: every acknowledged record survives power loss (an fsync per commit). normal: it "
                     "survives a killed service but the last commits may be lost on power loss; faster on slow disks.")
     max_commit_batch: int = Field(1000, ge=1, le=100_000, title="Records per commit at most")
+    min_free_mb: float = Field(1000.0, ge=0, title="Free-space floor, MB",
+                               description="Below it the oldest images are deleted and new ones not kept.")
+    keep_images_days: int = Field(90, ge=1, le=3650, title="Days to keep images")
 
 
 class ModelSettings(_Section):

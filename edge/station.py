@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class Station:
         self.models: ModelManager | None = None
         self.inspection: InspectionService | None = None
         self.runners: list[SourceRunner] = []
+        self._stopping = threading.Event()
 
     @property
     def id(self) -> str:
@@ -76,7 +78,11 @@ class Station:
                 self.models.vision(name)
             except (ManifestError, UnknownModelError, ValueError) as exc:
                 raise StartupError(f"model '{name}' cannot be loaded: {exc}") from exc
-        archive = ImageArchive(cfg.data_dir, cfg.storage.save_images)
+        archive = ImageArchive(cfg.data_dir, cfg.storage.save_images, cfg.storage.min_free_mb,
+                               cfg.storage.keep_images_days)
+        self._housekeeping = threading.Thread(target=self._keep_house, args=(archive,), name="housekeeping",
+                                              daemon=True)
+        self._housekeeping.start()
         self.inspection = InspectionService(self.models, self.store, archive, self.metrics, cfg.models.vision,
                                             int(cfg.api.max_image_megapixels * 1_000_000))
         self.store.start()
@@ -89,6 +95,20 @@ class Station:
         self.started_at = time.time()
         log.info("station %s started: %d model(s), %d source(s), database %s", self.id,
                  len(self.models.loaded()), len(self.runners), cfg.database_path)
+
+    def _keep_house(self, archive: ImageArchive, interval_s: float = 60.0) -> None:
+        skipped_before = 0
+        while not self._stopping.is_set():
+            try:
+                archive.enforce_retention()
+            except OSError as exc:
+                log.error("image retention failed: %s", exc)
+            newly_skipped, skipped_before = archive.skipped_low_disk - skipped_before, archive.skipped_low_disk
+            if newly_skipped and self.store is not None:
+                self.store.raise_alarm("disk_low", f"free space on {self.config.data_dir} is below "
+                                       f"{self.config.storage.min_free_mb:.0f} MB: images are not being kept",
+                                       "warning", "archive")
+            self._stopping.wait(interval_s)
 
     def _build_source(self, settings: ReplaySource) -> FrameSource:
         try:
@@ -109,6 +129,7 @@ class Station:
 
     def stop(self) -> None:
         """Stop sources, then drain and close the store. Safe to call more than once."""
+        self._stopping.set()
         for runner in self.runners:
             runner.stop()
         if self.models is not None:

@@ -56,7 +56,7 @@ def write_station_config(folder: Path, **overrides: object) -> Path:
     make_brightness_model(data / "models")
     config: dict[str, object] = {
         "station": {"id": "test-station"},
-        "storage": {"data_dir": str(data), "save_images": "ng"},
+        "storage": {"data_dir": str(data), "save_images": "ng", "min_free_mb": 10},
         "models": {"threads": 1, "vision": "bright-spot"},
         "api": {"host": "127.0.0.1", "port": 8080, "max_upload_mb": 1},
     }
