@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "station.yaml"
@@ -72,6 +72,79 @@ class ReplaySource(_Section):
 SourceSettings = Annotated[Union[ReplaySource], Field(discriminator="type")]  # noqa: UP007
 
 
+class QualitySettings(_Section):
+    """Frame quality gate before any model: failing frames get an INVALID verdict with the reason."""
+
+    enabled: bool = True
+    min_mean: float = Field(10.0, ge=0, le=255, description="Mean grey below this: under-exposed.")
+    max_mean: float = Field(245.0, ge=0, le=255, description="Mean grey above this: over-exposed.")
+    max_saturated_fraction: float = Field(0.4, ge=0, le=1, description="Share of pixels at full scale.")
+    min_contrast: float = Field(2.0, ge=0, description="Grey-level standard deviation below this: blank frame.")
+    min_sharpness: float = Field(10.0, ge=0, description="Variance of the Laplacian below this: blurred (0: off).")
+
+
+class RoiSettings(_Section):
+    x: int = Field(0, ge=0)
+    y: int = Field(0, ge=0)
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+
+
+class CameraRecipeSettings(_Section):
+    exposure_us: float | None = Field(None, gt=0, description="Exposure time in microseconds.")
+    gain_db: float | None = Field(None, ge=0)
+    pixel_format: Literal["Mono8", "BGR8Packed", "RGB8Packed", "BayerRG8", "BayerBG8", "BayerGR8", "BayerGB8",
+                          "Mono12", "Mono16"] | None = None
+    roi: RoiSettings | None = None
+
+
+class Recipe(_Section):
+    """A product: camera settings, model, threshold and deadline. Selected by number from the PLC,
+    the page or the API; a change applies from the next part on."""
+
+    number: int = Field(ge=1, le=65535, description="Number the PLC selects it by.")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    model: str | None = Field(None, description="Vision model; default: models.vision.")
+    threshold: float | None = Field(None, description="Overrides the model's threshold.")
+    deadline_ms: float = Field(150.0, gt=0, le=60_000, description="Trigger to result; later -> fail-safe.")
+    camera: CameraRecipeSettings = Field(default_factory=lambda: CameraRecipeSettings())
+    quality: QualitySettings | None = Field(None, description="Overrides the station's quality gate.")
+
+
+class CameraConfig(_Section):
+    type: Literal["pylon", "opencv", "folder"]
+    name: str = Field("cam1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    serial: str | None = Field(None, description="pylon: camera serial; default: the first camera found.")
+    uri: str | None = Field(None, description="opencv: device index, RTSP/HTTP URL or video file.")
+    folder: Path | None = Field(None, description="folder: images to return; pylon emulator: images to feed it.")
+    trigger: Literal["software", "hardware"] = Field(
+        "software", description="software: the appliance triggers the camera on each PLC trigger; hardware: "
+                                "the sensor triggers the camera's input line directly.")
+    trigger_line: str = Field("Line1", description="pylon hardware trigger input.")
+    grab_timeout_ms: float = Field(1000.0, gt=0, le=60_000)
+
+
+class BridgeSettings(_Section):
+    type: Literal["modbus-server", "modbus-client", "serial", "none"] = "modbus-server"
+    host: str = Field("127.0.0.1", description="modbus-server: listen address; modbus-client: the PLC.")
+    port: int = Field(5020, ge=1, le=65535)
+    unit_id: int = Field(1, ge=0, le=247)
+    poll_interval_ms: float = Field(5.0, gt=0, le=10_000, description="modbus-client polling period.")
+    serial_port: str | None = Field(None, description="serial: device or pyserial URL (e.g. /dev/ttyUSB0).")
+    baudrate: int = Field(115200, gt=0)
+
+
+class LineSettings(_Section):
+    """Triggered inspection on a line: PLC trigger -> capture -> judge -> store -> result to the gate."""
+
+    camera: CameraConfig
+    bridge: BridgeSettings = Field(default_factory=lambda: BridgeSettings())
+    default_recipe: int = Field(1, ge=1, le=65535)
+    queue_size: int = Field(8, ge=1, le=1000, description="Parts waiting for capture or judging at most.")
+    failsafe_decision: Literal["NG", "OK"] = Field(
+        "NG", description="Sent when a part cannot be judged in time or at all: NG rejects the part.")
+
+
 class ApiSettings(_Section):
     host: str = Field("127.0.0.1", title="Listen address")
     port: int = Field(8080, ge=1, le=65535, title="Listen port")
@@ -84,6 +157,9 @@ class StationConfig(_Section):
     storage: StorageSettings = Field(default_factory=lambda: StorageSettings())
     models: ModelSettings = Field(default_factory=lambda: ModelSettings())
     sources: list[SourceSettings] = Field(default_factory=list)
+    quality: QualitySettings = Field(default_factory=lambda: QualitySettings())
+    recipes: list[Recipe] = Field(default_factory=list)
+    line: LineSettings | None = None
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
 
     # Folder the config file was read from; relative paths are resolved against it.
@@ -97,6 +173,19 @@ class StationConfig(_Section):
         if duplicates:
             raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
         return sources
+
+    @model_validator(mode="after")
+    def _recipes_fit_the_line(self) -> StationConfig:
+        numbers = [r.number for r in self.recipes]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("recipe numbers must be unique")
+        if self.line is not None and self.line.default_recipe not in numbers:
+            raise ValueError(f"line.default_recipe {self.line.default_recipe} is not among the recipes' numbers "
+                             f"({', '.join(map(str, numbers)) or 'none defined'})")
+        return self
+
+    def recipe(self, number: int) -> Recipe | None:
+        return next((r for r in self.recipes if r.number == number), None)
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else (self.base_dir / path).resolve()

@@ -13,12 +13,14 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.archive import ImageArchive
+from edge.config import QualitySettings
 from edge.metrics import StationMetrics
 from edge.model_manager import ModelManager
 from edge.store import NewVerdict, PartContext, StoredVerdict, VerdictStore
 from vision.heatmap import heatmap_image, locate_defect
 from vision.images import ImageError, decode_image
 from vision.inspector import VisionInspector, VisionResult
+from vision.quality import QualityLimits
 
 log = logging.getLogger(__name__)
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "TIFF": "tif"}
@@ -41,14 +43,34 @@ class Inspection:
             "threshold": v.threshold, "model": {"name": v.model_name, "version": v.model_version},
             "latency_ms": round((time.perf_counter() - self.started) * 1000.0, 3),
             "inference_ms": round(self.result.timings_ms.get("model", 0.0), 3),
-            "defect_region": v.details.get("defect_region"), "created_at": stored.created_at,
+            "defect_region": v.details.get("defect_region"), "reason": v.reason, "created_at": stored.created_at,
         }
 
 
-def evaluate(inspector: VisionInspector, pixels: npt.NDArray[np.uint8]) -> tuple[VisionResult, dict[str, Any]]:
+@dataclass(frozen=True)
+class JudgeOptions:
+    """How one input is judged: by which model, threshold and quality gate, under which recipe."""
+
+    model: str | None = None
+    threshold: float | None = None
+    quality: QualityLimits | None = None
+    recipe: str | None = None
+
+
+def quality_limits(settings: QualitySettings | None) -> QualityLimits | None:
+    if settings is None or not settings.enabled:
+        return None
+    return QualityLimits(settings.min_mean, settings.max_mean, settings.max_saturated_fraction,
+                         settings.min_contrast, settings.min_sharpness)
+
+
+def evaluate(inspector: VisionInspector, pixels: npt.NDArray[np.uint8],
+             options: JudgeOptions = JudgeOptions()) -> tuple[VisionResult, dict[str, Any]]:
     """Judge pixels and locate the defect; stores nothing (the offline CLI stops here)."""
-    result = inspector.judge(pixels)
+    result = inspector.judge(pixels, options.threshold, options.quality)
     details: dict[str, Any] = {"width": int(pixels.shape[1]), "height": int(pixels.shape[0])}
+    if result.quality is not None:
+        details["quality"] = result.quality
     region = None if result.anomaly_map is None else locate_defect(result.anomaly_map, result.threshold)
     if region is not None and result.decision == "NG":
         details["defect_region"] = region
@@ -57,37 +79,45 @@ def evaluate(inspector: VisionInspector, pixels: npt.NDArray[np.uint8]) -> tuple
 
 class InspectionService:
     def __init__(self, models: ModelManager, store: VerdictStore, archive: ImageArchive, metrics: StationMetrics,
-                 default_model: str, max_pixels: int) -> None:
+                 default_model: str, max_pixels: int, quality: QualityLimits | None = None) -> None:
         self.models = models
         self.store = store
         self.archive = archive
         self.metrics = metrics
         self.default_model = default_model
         self.max_pixels = max_pixels
+        self.quality = quality
+
+    def options(self, model: str | None = None) -> JudgeOptions:
+        """The station's defaults: its model and quality gate."""
+        return JudgeOptions(model=model or self.default_model, quality=self.quality)
 
     def judge_bytes(self, data: bytes, part: PartContext, model: str | None = None) -> Inspection:
         started = time.perf_counter()
-        inspector = self.models.vision(model or self.default_model)  # unknown model fails before decoding
+        options = self.options(model)
+        self.models.vision(options.model or self.default_model)  # an unknown model fails before decoding
         try:
             image = decode_image(data, self.max_pixels)
         except ImageError as exc:
             self.metrics.rejected_inputs.labels(exc.reason).inc()
             raise
         self.metrics.stage_latency.labels("decode").observe(time.perf_counter() - started)
-        return self._judge(image.pixels, part, inspector.name, started,
-                           original=(data, _EXTENSIONS.get(image.format, "img")))
+        return self._judge(image.pixels, part, options, started, original=(data, _EXTENSIONS.get(image.format, "img")))
 
-    def judge_pixels(self, pixels: npt.NDArray[np.uint8], part: PartContext, model: str | None = None) -> Inspection:
-        return self._judge(pixels, part, model or self.default_model, time.perf_counter(), original=None)
+    def judge_pixels(self, pixels: npt.NDArray[np.uint8], part: PartContext, options: JudgeOptions | None = None,
+                     late: bool = False, actuated: str | None = None) -> Inspection:
+        return self._judge(pixels, part, options or self.options(), time.perf_counter(), None, late, actuated)
 
-    def evaluate(self, pixels: npt.NDArray[np.uint8], model: str | None = None) -> tuple[VisionResult, dict[str, Any]]:
-        result, details = evaluate(self.models.vision(model or self.default_model), pixels)
-        self.metrics.stage_latency.labels("model").observe(result.timings_ms["model"] / 1000.0)
+    def evaluate(self, pixels: npt.NDArray[np.uint8], options: JudgeOptions) -> tuple[VisionResult, dict[str, Any]]:
+        result, details = evaluate(self.models.vision(options.model or self.default_model), pixels, options)
+        for stage in ("quality", "model"):
+            if stage in result.timings_ms:
+                self.metrics.stage_latency.labels(stage).observe(result.timings_ms[stage] / 1000.0)
         return result, details
 
-    def _judge(self, pixels: npt.NDArray[np.uint8], part: PartContext, model: str, started: float,
-               original: tuple[bytes, str] | None) -> Inspection:
-        result, details = self.evaluate(pixels, model)
+    def _judge(self, pixels: npt.NDArray[np.uint8], part: PartContext, options: JudgeOptions, started: float,
+               original: tuple[bytes, str] | None, late: bool = False, actuated: str | None = None) -> Inspection:
+        result, details = self.evaluate(pixels, options)
         image_path = heatmap_path = None
         if self.archive.wants(result.decision):
             image_path = self.archive.reserve(original[1] if original is not None else "png")
@@ -97,7 +127,8 @@ class InspectionService:
             modality="vision", decision=result.decision,  # type: ignore[arg-type]
             label=result.label, score=result.score, threshold=result.threshold, model_name=result.model_name,
             model_version=result.model_version, latency_ms=(time.perf_counter() - started) * 1000.0,
-            image_ref=self.archive.ref(image_path), heatmap_ref=self.archive.ref(heatmap_path), details=details,
+            reason=result.reason, image_ref=self.archive.ref(image_path), heatmap_ref=self.archive.ref(heatmap_path),
+            details=details, recipe=options.recipe, actuated=actuated or result.decision, late=late,
         )
         stored = self.store.record(part, [verdict])
         # the files are written while the writer commits; the caller waits for both

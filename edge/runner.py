@@ -69,7 +69,7 @@ class SourceRunner:
                 continue
             part = PartContext(station=self.station, source=self.source.name)
             try:
-                inspection = self.inspection.judge_pixels(item.pixels, part, self.model)
+                inspection = self.inspection.judge_pixels(item.pixels, part, self.inspection.options(self.model))
                 inspection.stored.result(timeout=30)
             except (ImageError, ValueError, StoreUnavailableError) as exc:
                 self.failures += 1

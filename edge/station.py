@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from edge.archive import ImageArchive
 from edge.config import ReplaySource, StationConfig
-from edge.inspection import InspectionService
+from edge.inspection import InspectionService, quality_limits
 from edge.metrics import StationMetrics
 from edge.model_manager import ModelManager
 from edge.runner import SourceRunner
@@ -84,7 +84,8 @@ class Station:
                                               daemon=True)
         self._housekeeping.start()
         self.inspection = InspectionService(self.models, self.store, archive, self.metrics, cfg.models.vision,
-                                            int(cfg.api.max_image_megapixels * 1_000_000))
+                                            int(cfg.api.max_image_megapixels * 1_000_000),
+                                            quality_limits(cfg.quality))
         self.store.start()
         self.models.watch()
         if with_sources:

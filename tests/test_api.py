@@ -193,3 +193,16 @@ def test_health_is_not_ready_when_the_store_is_stopped(client: TestClient, stati
     assert health.status_code == 503 and health.json()["checks"]["store_writable"] is False
     response = client.post(VISION, content=jpeg(spot=True), headers={"content-type": "image/jpeg"})
     assert response.status_code == 503 and response.json()["error"]["code"] == "store_unavailable"
+
+
+def test_frames_unfit_to_judge_get_invalid_with_reason_never_ok_or_ng(client: TestClient, station: Station) -> None:
+    blank = np.full((120, 160), 128, np.uint8)
+    dark = (dark_part() // 8).astype(np.uint8)
+    for pixels, words in ((blank, "blank"), (dark, "under-exposed")):
+        response = client.post(VISION, content=encode(pixels, ".png"), headers={"content-type": "image/png"})
+        assert response.status_code == 200
+        body = response.json()
+        assert body["decision"] == "INVALID" and words in body["reason"] and body["score"] is None
+        record = client.get(f"/api/v1/verdicts/{body['id']}").json()
+        assert record["decision"] == "INVALID" and words in record["reason"]
+        assert record["details"]["quality"]["problem"] == body["reason"]

@@ -49,9 +49,9 @@ def test_models_list_promote_rollback_and_db_helpers(tmp_path: Path) -> None:
     assert run_cli("models", "promote", "--config", str(config), "bright-spot", "9").returncode == 2
 
     assert run_cli("db", "info", "--config", str(config)).returncode == 2  # no database before first start
-    assert "applied migrations [1]" in run_cli("db", "migrate", "--config", str(config)).stdout
+    assert "applied migrations [1, 2]" in run_cli("db", "migrate", "--config", str(config)).stdout
     info = json.loads(run_cli("db", "info", "--config", str(config)).stdout)
-    assert info["schema_version"] == 1 and info["rows"]["verdicts"] == 0
+    assert info["schema_version"] == 2 and info["rows"]["verdicts"] == 0
     backup = tmp_path / "copy.db"
     assert run_cli("db", "backup", "--config", str(config), str(backup)).returncode == 0 and backup.is_file()
     assert run_cli("db", "export", "--config", str(config)).stdout == ""

@@ -29,7 +29,7 @@ def store(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_schema_is_versioned_and_migration_is_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "v.db"
     db = sqlite_utils.Database(connect(path))
-    assert migrate(db, path) == [1] and migrate(db, path) == []
+    assert migrate(db, path) == [1, 2] and migrate(db, path) == []
     assert current_version(db) == LATEST_VERSION
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.execute("INSERT INTO schema_version VALUES (99, 'future', 'x')")
@@ -119,3 +119,25 @@ def test_stopped_store_refuses_new_work(store: VerdictStore) -> None:
     store.writer.stop()
     with pytest.raises(StoreUnavailableError):
         store.record(PartContext("st", "api"), [verdict()])
+
+
+def test_upgrade_from_v1_keeps_rows_and_backs_up_first(tmp_path: Path) -> None:
+    from edge.store.schema import MIGRATIONS
+
+    path = tmp_path / "v.db"
+    db = sqlite_utils.Database(connect(path))
+    first = MIGRATIONS[0]
+    db.execute("BEGIN")
+    db.table("schema_version").create({"version": int, "description": str, "applied_at": str}, pk="version")
+    first[2](db)
+    db.table("schema_version").insert({"version": 1, "description": first[1], "applied_at": "then"})
+    db.execute("INSERT INTO parts (serial, station, created_at) VALUES ('SN', 'st', 'then')")
+    db.execute("INSERT INTO verdicts (part_id, modality, decision, station, created_at) VALUES (1, 'vision', 'OK',"
+               " 'st', 'then')")
+    db.conn.commit()
+    db.conn.close()
+    store = VerdictStore(path)
+    assert (tmp_path / "v.db.v1.bak").is_file()
+    row = store.verdict(1)
+    assert row is not None and row["late"] == 0 and row["recipe"] is None and row["serial"] == "SN"
+    store.close()

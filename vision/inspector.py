@@ -12,18 +12,21 @@ from models.decision import judge_outputs
 from models.manifest import ImageInput
 from models.runtime import LoadedModel
 from vision.preprocess import to_tensor
+from vision.quality import QualityLimits, assess
 
 
 @dataclass(frozen=True)
 class VisionResult:
-    decision: str
+    decision: str  # OK, NG, or INVALID (not judged: see reason)
     label: str
-    score: float
+    score: float | None
     threshold: float
     model_name: str
     model_version: int
     anomaly_map: npt.NDArray[np.float32] | None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
+    quality: dict[str, float | str | None] | None = None
 
 
 class VisionInspector:
@@ -42,18 +45,30 @@ class VisionInspector:
     def version(self) -> int:
         return self.model.version
 
-    def judge(self, pixels: npt.NDArray[np.uint8]) -> VisionResult:
+    def judge(self, pixels: npt.NDArray[np.uint8], threshold: float | None = None,
+              quality: QualityLimits | None = None) -> VisionResult:
+        """Judge one image; with ``quality`` limits a frame unfit to judge is INVALID, not OK or NG."""
         started = time.perf_counter()
+        report = None
+        if quality is not None:
+            report = assess(pixels, quality)
+            if report.problem is not None:
+                return VisionResult("INVALID", "invalid", None, self.threshold if threshold is None else threshold,
+                                    self.name, self.version, None,
+                                    {"quality": (time.perf_counter() - started) * 1000.0}, report.problem,
+                                    report.as_dict())
+        checked = time.perf_counter()
         tensor = to_tensor(pixels, self.spec)
         prepared = time.perf_counter()
         outputs = self.model.run(tensor)
         ran = time.perf_counter()
-        judgement = judge_outputs(self.model.manifest, outputs, self.threshold)
+        judgement = judge_outputs(self.model.manifest, outputs, self.threshold if threshold is None else threshold)
         anomaly_map = outputs.get("anomaly_map")
         heat = None if anomaly_map is None else np.asarray(anomaly_map, dtype=np.float32).reshape(
             anomaly_map.shape[-2:])
         return VisionResult(
             judgement.decision, judgement.label, judgement.score, judgement.threshold, self.name, self.version, heat,
-            {"preprocess": (prepared - started) * 1000.0, "model": (ran - prepared) * 1000.0,
-             "decide": (time.perf_counter() - ran) * 1000.0},
+            {"quality": (checked - started) * 1000.0, "preprocess": (prepared - checked) * 1000.0,
+             "model": (ran - prepared) * 1000.0, "decide": (time.perf_counter() - ran) * 1000.0},
+            quality=None if report is None else report.as_dict(),
         )

@@ -45,6 +45,7 @@ class VerdictCreated(BaseModel):
     latency_ms: float = Field(description="From the request's arrival to the durable verdict.")
     inference_ms: float = Field(description="Time spent in the model itself.")
     defect_region: DefectRegion | None = Field(None, description="Where the defect is (NG only).")
+    reason: str | None = Field(None, description="Why an INVALID verdict could not be judged.")
     created_at: str
 
 
@@ -71,6 +72,10 @@ class VerdictRecord(BaseModel):
     heatmap_ref: str | None
     created_at: str
     details: dict[str, Any] | None
+    recipe: str | None = None
+    actuated: str | None = None
+    late: bool = False
+    trigger_seq: int | None = None
     override_decision: str | None = None
     override_label: str | None = None
     override_operator: str | None = None

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from edge.cli.common import CommandError, add_config_option, config_from, registry_for
-from edge.inspection import evaluate
+from edge.inspection import JudgeOptions, evaluate, quality_limits
 from edge.model_manager import ModelManager
 from models.manifest import ManifestError
 from models.registry import UnknownModelError
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         inspector = manager.vision(name)
     except (UnknownModelError, ManifestError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
+    options = JudgeOptions(model=name, quality=quality_limits(config.quality))
     failures = 0
     max_pixels = int(config.api.max_image_megapixels * 1_000_000)
     for path in args.files:
@@ -42,9 +43,10 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             print(json.dumps({"path": str(path), "error": {"code": exc.reason, "message": str(exc)}}))
             continue
-        result, details = evaluate(inspector, image.pixels)
+        result, details = evaluate(inspector, image.pixels, options)
         print(json.dumps({
-            "path": str(path), "decision": result.decision, "label": result.label, "score": round(result.score, 6),
+            "path": str(path), "decision": result.decision, "label": result.label,
+            "score": None if result.score is None else round(result.score, 6), "reason": result.reason,
             "threshold": result.threshold, "model": {"name": result.model_name, "version": result.model_version},
             "inference_ms": round(result.timings_ms["model"], 3), **details,
         }))

@@ -17,6 +17,7 @@ class PartContext:
     source: str
     serial: str | None = None
     lot: str | None = None
+    trigger_seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class NewVerdict:
     image_ref: str | None = None
     heatmap_ref: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    recipe: str | None = None
+    actuated: str | None = None  # the decision sent to the line (e.g. FAILSAFE when late)
+    late: bool = False
 
 
 @dataclass(frozen=True)

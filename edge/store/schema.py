@@ -56,8 +56,20 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
     db.execute("CREATE UNIQUE INDEX idx_parts_serial_batch ON parts(serial, COALESCE(batch_id, -1))")
 
 
+def _v2_line_traceability(db: sqlite_utils.Database) -> None:
+    """What the line needs to trace: the recipe a part was judged under, the PLC's trigger number,
+    the decision actually sent to the reject gate, and whether the verdict missed its deadline."""
+    verdicts = db.table("verdicts")
+    verdicts.add_column("recipe", str)
+    verdicts.add_column("actuated", str)
+    verdicts.add_column("late", int, not_null_default=0)
+    db.table("parts").add_column("trigger_seq", int)
+    db.table("parts").create_index(["trigger_seq"])
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema: batches, parts, verdicts, overrides, alarms, audit log", _v1_initial),
+    (2, "line traceability: recipe, trigger sequence, actuated decision, late flag", _v2_line_traceability),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -31,14 +31,14 @@ def utc_now() -> str:
 
 _VERDICT_SQL = (
     "INSERT INTO verdicts (part_id, modality, model_name, model_version, label, score, threshold, decision,"
-    " reason, latency_ms, image_ref, heatmap_ref, source, station, created_at, details)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " reason, latency_ms, image_ref, heatmap_ref, source, station, created_at, details, recipe, actuated, late)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 _VERDICT_VIEW = """
 SELECT v.id, v.part_id, p.serial, p.batch_id, b.lot, b.product, v.station, v.source, v.modality,
        v.model_name, v.model_version, v.label, v.score, v.threshold, v.decision, v.reason, v.latency_ms,
-       v.image_ref, v.heatmap_ref, v.created_at, v.details,
+       v.image_ref, v.heatmap_ref, v.created_at, v.details, v.recipe, v.actuated, v.late, p.trigger_seq,
        o.decision AS override_decision, o.label AS override_label, o.operator AS override_operator,
        o.reason AS override_reason, o.created_at AS override_at
 FROM verdicts v
@@ -103,9 +103,9 @@ class VerdictStore:
             ).fetchone()
             if row is None:
                 part_id = conn.execute(
-                    "INSERT INTO parts (serial, batch_id, station, source, created_at, decision, inspections)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 1)",
-                    (serial, batch_id, part.station, part.source, now, decision),
+                    "INSERT INTO parts (serial, batch_id, station, source, created_at, decision, inspections,"
+                    " trigger_seq) VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
+                    (serial, batch_id, part.station, part.source, now, decision, part.trigger_seq),
                 ).lastrowid
             else:
                 part_id = row[0]
@@ -116,11 +116,18 @@ class VerdictStore:
                 cursor = conn.execute(_VERDICT_SQL, (
                     part_id, v.modality, v.model_name, v.model_version, v.label, v.score, v.threshold, v.decision,
                     v.reason, v.latency_ms, v.image_ref, v.heatmap_ref, part.source, part.station, now,
-                    json.dumps(v.details) if v.details else None,
+                    json.dumps(v.details) if v.details else None, v.recipe, v.actuated, int(v.late),
                 ))
                 first_id = first_id if first_id is not None else cursor.lastrowid
             assert first_id is not None and part_id is not None
             return StoredVerdict(first_id, int(part_id), serial, batch_id, now)
+
+        return self._writer.submit(operation)
+
+    def mark_late(self, verdict_id: int, actuated: str) -> Future[None]:
+        """Record that a verdict missed its deadline and the line got ``actuated`` instead."""
+        def operation(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE verdicts SET late = 1, actuated = ? WHERE id = ?", (actuated, verdict_id))
 
         return self._writer.submit(operation)
 

@@ -8,9 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from synth import machine_sound, write_wav  # noqa: E402
-
-DATASETS = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets"
+from acoustic_synth import machine_sound, skip_without_portaudio, write_wav
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +48,6 @@ def virtual_mic() -> Iterator[object]:
     missing = missing_tools()
     if missing:
         pytest.skip(f"PulseAudio not installed ({', '.join(missing)} missing; apt install pulseaudio pulseaudio-utils)")
-    try:
-        import sounddevice  # noqa: F401
-    except OSError as exc:
-        pytest.skip(f"sounddevice cannot load PortAudio ({exc}); apt install libportaudio2")
+    skip_without_portaudio()
     with VirtualMicrophone(sample_rate=16000) as mic:
         yield mic

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synth import machine_sound
+from acoustic_synth import machine_sound
 
 from acoustic.anomaly_model import AnomalyParams
 from acoustic.classifier_model import ClassifierParams, classifier_onnx
@@ -13,7 +13,7 @@ from acoustic.features import FeatureConfig, LogMelExtractor
 from acoustic.inspector import AcousticInspector
 from acoustic.profile import spectral_profile
 from acoustic.training import train_acoustic_model
-from models.manifest import read_manifest, sha256_of, verify_onnx
+from models.manifest import AudioInput, read_manifest, sha256_of, verify_onnx
 from models.registry import ModelRegistry
 from models.runtime import create_session, load_model
 
@@ -53,8 +53,9 @@ def test_scores_do_not_depend_on_gain(anomaly_inspector: AcousticInspector) -> N
 def test_anomaly_onnx_equals_numpy_reference(anomaly_build: Path) -> None:
     from acoustic.anomaly_model import anomaly_onnx
 
-    manifest = read_manifest(anomaly_build)
-    extractor = LogMelExtractor(FeatureConfig.from_dict(manifest.input.features, RATE))
+    spec = read_manifest(anomaly_build).input
+    assert isinstance(spec, AudioInput)
+    extractor = LogMelExtractor(FeatureConfig.from_dict(spec.features, RATE))
     rng = np.random.default_rng(0)
     profiles = np.stack([spectral_profile(extractor(machine_sound(i))) for i in range(5)])
     params = AnomalyParams.fit(profiles)

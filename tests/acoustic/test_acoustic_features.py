@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from synth import machine_sound
+from acoustic_synth import machine_sound
 
 from acoustic.features import FeatureConfig, LogMelExtractor, warm_up
 

@@ -34,3 +34,13 @@ def machine_sound(
 def write_wav(path: Path, waveform: npt.NDArray[np.float32], rate: int = RATE) -> Path:
     sf.write(str(path), waveform, rate, subtype="PCM_16")
     return path
+
+
+def skip_without_portaudio() -> None:
+    """Skip the calling test when sounddevice or its PortAudio library cannot be loaded."""
+    import pytest
+
+    try:
+        import sounddevice  # noqa: F401
+    except (ImportError, OSError) as exc:
+        pytest.skip(f"sounddevice/PortAudio unavailable ({exc}); pip install sounddevice, apt install libportaudio2")

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import threading
 import time
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import pytest
-from synth import machine_sound, write_wav
+from acoustic_synth import machine_sound, skip_without_portaudio, write_wav
 
 from acoustic.continuous import KOfNAlarm, continuous
 from acoustic.inspector import AcousticInspector, AcousticResult
@@ -57,7 +58,7 @@ def test_k_of_n_ignores_invalid_windows() -> None:
 
 
 def test_missing_device_gives_error_clips_and_backs_off() -> None:
-    pytest.importorskip("sounddevice", exc_type=OSError)
+    skip_without_portaudio()
     source = MicrophoneSource(device="no-such-microphone-xyz", retry_s=0.2, max_retry_s=1.0)
     started = time.monotonic()
     first = source.record(1.0)
@@ -68,3 +69,33 @@ def test_missing_device_gives_error_clips_and_backs_off() -> None:
     windows = list(islice(source.windows(0.5), 2))
     assert all(w.error for w in windows)
     source.close()
+
+
+class _Status:
+    input_overflow = True
+
+
+def test_microphone_counts_overruns_and_lost_windows() -> None:
+    """Drive the callback by hand (no device): overflow flags and a lagging consumer are counted."""
+    source = MicrophoneSource(device=None, sample_rate=1000, buffer_s=1.0)
+    source._stream = object()  # pretend the stream is open; the callback below is the driver
+    block = np.ones((250, 1), np.float32)
+
+    def feed(blocks: int, status: object = None) -> None:
+        for _ in range(blocks):
+            source._callback(block, 250, None, status)
+
+    windows = source.windows(0.5)
+    feeder = threading.Timer(0.05, feed, args=(2,))
+    feeder.start()
+    first = next(windows)
+    feeder.join()
+    assert first.error is None and first.samples.shape == (500, 1)
+    feed(8, _Status())  # 2 s arrive while the consumer is away: more than the 1 s ring holds
+    assert source.overruns == 8
+    feeder = threading.Timer(0.05, feed, args=(2,))
+    feeder.start()
+    second = next(windows)
+    feeder.join()
+    assert source.lost_windows == 1
+    assert second.error is None and second.samples.shape == (500, 1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from synth import machine_sound, write_wav
+from acoustic_synth import machine_sound, skip_without_portaudio, write_wav
 
 from acoustic.features import FeatureConfig, LogMelExtractor
 from acoustic.inspector import AcousticInspector
@@ -36,7 +36,7 @@ def _align(recorded: np.ndarray, reference: np.ndarray) -> np.ndarray:
     probe = reference[LEAD_IN.size : LEAD_IN.size + 4000]
     scores = np.correlate(recorded, probe, mode="valid")
     start = int(np.argmax(scores)) - LEAD_IN.size
-    assert 0 <= start and start + reference.size <= recorded.size, "the played clip was not captured whole"
+    assert start >= 0 and start + reference.size <= recorded.size, "the played clip was not captured whole"
     return recorded[start : start + reference.size]
 
 
@@ -72,7 +72,7 @@ def test_microphone_records_and_judges(
 
 
 def test_microphone_reopens_after_the_device_returns(tmp_path: Path) -> None:
-    pytest.importorskip("sounddevice", exc_type=OSError)
+    skip_without_portaudio()
     from acoustic.virtual_mic import missing_tools
 
     if missing_tools():
