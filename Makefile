@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,audio
+EXTRAS ?= dev,audio,camera,plc
 
 .PHONY: setup run test lint bench clean
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from edge.archive import ImageArchive
 from edge.config import ReplaySource, StationConfig
 from edge.inspection import InspectionService, quality_limits
+from edge.line.factory import build_bridge, build_camera
+from edge.line.pipeline import LinePipeline
 from edge.metrics import StationMetrics
 from edge.model_manager import ModelManager
 from edge.runner import SourceRunner
@@ -55,6 +57,7 @@ class Station:
         self.models: ModelManager | None = None
         self.inspection: InspectionService | None = None
         self.runners: list[SourceRunner] = []
+        self.line: LinePipeline | None = None
         self._stopping = threading.Event()
 
     @property
@@ -88,6 +91,8 @@ class Station:
                                             quality_limits(cfg.quality))
         self.store.start()
         self.models.watch()
+        if cfg.line is not None and with_sources:
+            self._start_line()
         if with_sources:
             for settings in cfg.sources:
                 runner = SourceRunner(self._build_source(settings), self.inspection, self.id, settings.model)
@@ -96,6 +101,27 @@ class Station:
         self.started_at = time.time()
         log.info("station %s started: %d model(s), %d source(s), database %s", self.id,
                  len(self.models.loaded()), len(self.runners), cfg.database_path)
+
+    def _start_line(self) -> None:
+        cfg = self.config
+        assert cfg.line is not None and self.inspection is not None and self.models is not None
+        for recipe in cfg.recipes:
+            if recipe.model:
+                try:
+                    self.models.vision(recipe.model)
+                except (ManifestError, UnknownModelError, ValueError) as exc:
+                    raise StartupError(f"recipe {recipe.number} ({recipe.name}): model '{recipe.model}' cannot be "
+                                       f"loaded: {exc}") from exc
+        try:
+            camera = build_camera(cfg.line.camera, cfg)
+            bridge = build_bridge(cfg.line.bridge)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from exc
+        self.line = LinePipeline(cfg, camera, bridge, self.inspection)
+        try:
+            self.line.start()
+        except OSError as exc:
+            raise StartupError(f"the line bridge cannot start ({cfg.line.bridge.type}): {exc}") from exc
 
     def _keep_house(self, archive: ImageArchive, interval_s: float = 60.0) -> None:
         skipped_before = 0
@@ -126,11 +152,16 @@ class Station:
             "models": {name: inspector.version for name, inspector in models.items()},
             "sources": {r.source.name: r.running for r in self.runners},
         }
+        if self.line is not None:
+            checks["camera_connected"] = self.line.camera.connected
         return bool(models) and store_ok, checks
 
     def stop(self) -> None:
         """Stop sources, then drain and close the store. Safe to call more than once."""
         self._stopping.set()
+        if self.line is not None:
+            self.line.stop()
+            self.line = None
         for runner in self.runners:
             runner.stop()
         if self.models is not None:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite's real parts need (PulseAudio as a microphone,
-# PortAudio for sounddevice). Skips what is already there; needs root (or sudo) only to install.
+# PortAudio for sounddevice, socat for serial PTY pairs). Skips what is already there; needs root (or sudo) only to install.
 set -euo pipefail
-packages=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins alsa-utils)
+packages=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins alsa-utils socat)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from modelkit import dark_part, make_brightness_model
 from PIL import Image
+
+os.environ.setdefault("PYLON_CAMEMU", "1")  # pypylon's camera emulator; read at its first enumeration
+
+from modelkit import dark_part, make_brightness_model
 
 from edge.api.app import create_app
 from edge.config import load_config

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge.api import operations, verdicts
+from edge.api import line, operations, verdicts
 from edge.api.errors import install_error_handlers
 from edge.metrics import StationMetrics
 from edge.station import Station
@@ -64,6 +64,7 @@ def create_app(station: Station, stop_station_on_shutdown: bool = False) -> Fast
     install_error_handlers(app)
     app.include_router(verdicts.build_router(station))
     app.include_router(operations.build_router(station))
+    app.include_router(line.build_router(station))
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -8,6 +8,7 @@ is reopened on a later capture, at most once per back-off period.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vision.cameras.base import CameraError, CameraSettings, TriggerMode
-from vision.sources import Frame
+from vision.sources import Frame, image_files
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class PylonCamera:
         self.reconnects = 0
         self.timeouts = 0
         self.device_serial = ""
+        self._emulation_links: Path | None = None
 
     # -- connection ----------------------------------------------------------------------------
     def open(self) -> None:
@@ -63,7 +65,7 @@ class PylonCamera:
             if self.emulation_folder is not None and devices[0].GetDeviceClass() == "BaslerCamEmu":
                 camera.TestImageSelector.Value = "Off"
                 camera.ImageFileMode.Value = "On"
-                camera.ImageFilename.Value = str(self.emulation_folder.resolve())
+                camera.ImageFilename.Value = str(self._emulator_images())
             self._camera = camera
             self._configure_trigger()
             self._apply_now(self._settings)
@@ -75,6 +77,20 @@ class PylonCamera:
             self.close()
             raise CameraError("disconnected", f"camera '{self.name}': cannot open: {exc}") from exc
         log.info("camera %s open: %s, %s trigger", self.name, self.device_serial, self.trigger)
+
+    def _emulator_images(self) -> Path:
+        """The emulator loads every file of its folder: give it a folder of links to the images only."""
+        assert self.emulation_folder is not None
+        images = image_files(self.emulation_folder)
+        if not images:
+            raise CameraError("unsupported", f"camera '{self.name}': no images in {self.emulation_folder}")
+        if self._emulation_links is None:
+            self._emulation_links = Path(tempfile.mkdtemp(prefix=f"camemu-{self.name}-"))
+        for old in self._emulation_links.iterdir():
+            old.unlink()
+        for image in images:
+            (self._emulation_links / image.name).symlink_to(image.resolve())
+        return self._emulation_links
 
     def _configure_trigger(self) -> None:
         camera = self._camera

@@ -1,0 +1,328 @@
+"""The triggered line pipeline: trigger -> capture -> judge -> decide -> store -> actuate.
+
+Each trigger becomes a PartJob with the recipe in force when it arrived and a deadline from that
+recipe. Exactly one result goes to the line per trigger: the verdict if it is durable before the
+deadline, otherwise the fail-safe at the deadline (the verdict, when it comes, is stored as late).
+Queues are bounded; a trigger that cannot be queued is answered with the fail-safe at once,
+counted, alarmed and stored as an INVALID verdict with the reason — never dropped silently.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from edge.config import LineSettings, Recipe, StationConfig
+from edge.inspection import Inspection, InspectionService, JudgeOptions, quality_limits
+from edge.store import NewVerdict, PartContext, StoredVerdict
+from firmware_bridge.handshake import Alarm, Decision, LineBridge, Result, StackLight, Trigger
+from vision.cameras import Camera, CameraError, CameraSettings, Roi
+from vision.sources import Frame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PartJob:
+    trigger: Trigger
+    recipe: Recipe
+    deadline: float  # time.monotonic() by which the line needs the result
+    published: bool = False
+    failsafe_sent: bool = False
+    verdict_id: int | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def camera_settings(recipe: Recipe) -> CameraSettings:
+    cam = recipe.camera
+    roi = None if cam.roi is None else Roi(cam.roi.x, cam.roi.y, cam.roi.width, cam.roi.height)
+    return CameraSettings(cam.exposure_us, cam.gain_db, cam.pixel_format, roi)
+
+
+class LinePipeline:
+    def __init__(self, config: StationConfig, camera: Camera, bridge: LineBridge,
+                 inspection: InspectionService) -> None:
+        assert config.line is not None
+        self.config = config
+        self.line: LineSettings = config.line
+        self.camera = camera
+        self.bridge = bridge
+        self.inspection = inspection
+        self.metrics = inspection.metrics
+        self.station = config.station.id
+        default = config.recipe(self.line.default_recipe)
+        assert default is not None, "validated by the config"
+        self.active_recipe: Recipe = default
+        self._applied_recipe: Recipe | None = None
+        self._capture_queue: queue.Queue[PartJob | None] = queue.Queue(maxsize=self.line.queue_size)
+        self._judge_queue: queue.Queue[tuple[PartJob, Frame] | None] = queue.Queue(maxsize=self.line.queue_size)
+        self._deadlines: list[tuple[float, int, PartJob]] = []
+        self._deadline_cv = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.stopped_line = False
+        self.counters: dict[str, int] = {
+            "triggers": 0, "results": 0, "failsafe": 0, "late": 0, "overload": 0, "camera_errors": 0,
+            "invalid": 0,
+        }
+        self._counter_lock = threading.Lock()
+        self.trigger_to_result_ms: list[float] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            self.camera.open()
+            self._apply_recipe(self.active_recipe)
+            self._warm_up()
+        except CameraError as exc:
+            self._alarm("camera_unavailable", str(exc), "critical")
+        for target, name in ((self._capture_loop, "line-capture"), (self._judge_loop, "line-judge"),
+                             (self._deadline_loop, "line-deadlines"), (self._status_loop, "line-status")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.bridge.start(self._on_trigger, self._on_recipe, self._on_bridge_alarm)
+        log.info("line pipeline started: recipe %s, bridge %s", self.active_recipe.name, self.line.bridge.type)
+
+    def _warm_up(self) -> None:
+        """Grab and judge a few frames before the first part, so it is not slower than the rest."""
+        if self.line.camera.trigger != "software":
+            return
+        for recipe in {r.model or self.inspection.default_model: r for r in self.config.recipes}.values():
+            frame = self.camera.capture(self.line.camera.grab_timeout_ms / 1000.0)
+            for _ in range(3):
+                self.inspection.evaluate(frame.pixels, self._options(recipe))
+        self._apply_recipe(self.active_recipe)
+
+    def _options(self, recipe: Recipe) -> JudgeOptions:
+        quality = quality_limits(recipe.quality) if recipe.quality else self.inspection.quality
+        return JudgeOptions(model=recipe.model or self.inspection.default_model, threshold=recipe.threshold,
+                            quality=quality, recipe=recipe.name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._capture_queue.put(None)
+        self._judge_queue.put(None)
+        with self._deadline_cv:
+            self._deadline_cv.notify_all()
+        for thread in self._threads:
+            thread.join(5)
+        self.bridge.stop()
+        self.camera.close()
+
+    # -- counters ------------------------------------------------------------------------------
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._counter_lock:
+            self.counters[key] = self.counters.get(key, 0) + n
+
+    def status(self) -> dict[str, Any]:
+        with self._counter_lock:
+            counters = dict(self.counters)
+            latencies = sorted(self.trigger_to_result_ms[-1000:])
+        p = (lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2)) if latencies else None
+        return {
+            "recipe": {"number": self.active_recipe.number, "name": self.active_recipe.name},
+            "camera_connected": self.camera.connected, "line_stopped": self.stopped_line,
+            "queue": {"capture": self._capture_queue.qsize(), "judge": self._judge_queue.qsize()},
+            "counters": counters, "bridge": self.bridge.stats(),
+            "trigger_to_result_ms": {"p50": p(0.5), "p99": p(0.99)} if p else None,
+        }
+
+    # -- inputs from the line ------------------------------------------------------------------
+    def _on_trigger(self, trigger: Trigger) -> None:
+        self._count("triggers")
+        recipe = self.config.recipe(trigger.recipe) if trigger.recipe else None
+        job = PartJob(trigger, recipe or self.active_recipe, 0.0)
+        job.deadline = trigger.received_at_monotonic + job.recipe.deadline_ms / 1000.0
+        with self._deadline_cv:
+            heapq.heappush(self._deadlines, (job.deadline, trigger.seq, job))
+            self._deadline_cv.notify()
+        try:
+            self._capture_queue.put_nowait(job)
+        except queue.Full:
+            self._count("overload")
+            message = (f"trigger {trigger.seq} answered with the fail-safe: {self.line.queue_size} parts already "
+                       "wait for capture; triggers come faster than the station can judge")
+            self._give_up(job, "overload", message)
+            self._alarm("trigger_overload", message, "warning")
+
+    def _on_recipe(self, number: int) -> None:
+        if number == 0:
+            return  # 0: the PLC selects no recipe
+        try:
+            self.select_recipe(number, actor="plc")
+        except ValueError as exc:
+            self._alarm("unknown_recipe", str(exc), "warning")
+
+    def _on_bridge_alarm(self, alarm: Alarm) -> None:
+        self._alarm(alarm.kind, alarm.message, "warning")
+
+    def select_recipe(self, number: int, actor: str) -> Recipe:
+        """Switch recipe; it applies from the next trigger on, never to a part already in flight."""
+        recipe = self.config.recipe(number)
+        if recipe is None:
+            known = ", ".join(f"{r.number} ({r.name})" for r in self.config.recipes)
+            raise ValueError(f"recipe {number} does not exist (known: {known})")
+        if recipe is not self.active_recipe:
+            self.active_recipe = recipe
+            self.inspection.store.audit(actor, "select_recipe", "recipe", number, {"name": recipe.name})
+            log.info("recipe %d (%s) selected by %s", number, recipe.name, actor)
+        return recipe
+
+    def set_line_stop(self, stop: bool, actor: str, reason: str | None = None) -> None:
+        self.stopped_line = stop
+        self.bridge.set_status(stop_line=stop)
+        self.inspection.store.audit(actor, "stop_line" if stop else "resume_line", "line", self.station,
+                                    {"reason": reason})
+        if stop:
+            self._alarm("line_stopped", f"line stopped by {actor}: {reason or 'no reason given'}", "critical")
+
+    # -- stages --------------------------------------------------------------------------------
+    def _apply_recipe(self, recipe: Recipe) -> None:
+        if recipe is not self._applied_recipe:
+            self.camera.apply(camera_settings(recipe))
+            self._applied_recipe = recipe
+
+    def _capture_loop(self) -> None:
+        grab_timeout = self.line.camera.grab_timeout_ms / 1000.0
+        while not self._stop.is_set():
+            job = self._capture_queue.get()
+            if job is None:
+                return
+            if time.monotonic() > job.deadline:
+                self._give_up(job, "missed", "the deadline passed before the part could be captured")
+                continue
+            started = time.perf_counter()
+            try:
+                self._apply_recipe(job.recipe)
+                frame = self.camera.capture(grab_timeout)
+            except CameraError as exc:
+                self._count("camera_errors")
+                self._give_up(job, f"camera_{exc.reason}", str(exc))
+                self._alarm(f"camera_{exc.reason}", str(exc), "critical" if exc.reason == "disconnected" else "warning")
+                continue
+            self.metrics.stage_latency.labels("capture").observe(time.perf_counter() - started)
+            try:
+                self._judge_queue.put_nowait((job, frame))
+            except queue.Full:
+                self._count("overload")
+                self._give_up(job, "overload", "judge queue full: the model cannot keep up")
+                self._alarm("trigger_overload", "judge queue full: the model cannot keep up", "warning")
+
+    def _judge_loop(self) -> None:
+        while not self._stop.is_set():
+            item = self._judge_queue.get()
+            if item is None:
+                return
+            job, frame = item
+            options = self._options(job.recipe)
+            with job.lock:
+                late = job.failsafe_sent
+            try:
+                inspection = self.inspection.judge_pixels(
+                    frame.pixels, self._part(job), options, late=late, actuated=self._failsafe() if late else None)
+            except Exception as exc:  # a model failure must still answer the trigger
+                log.exception("judging trigger %d failed", job.trigger.seq)
+                self._give_up(job, "judge_failed", f"judging failed: {exc}")
+                continue
+            inspection.stored.add_done_callback(partial(self._on_stored, job, inspection))
+
+    def _deadline_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._deadline_cv:
+                while not self._stop.is_set() and (not self._deadlines or self._deadlines[0][0] > time.monotonic()):
+                    timeout = self._deadlines[0][0] - time.monotonic() if self._deadlines else None
+                    self._deadline_cv.wait(timeout)
+                if self._stop.is_set():
+                    return
+                _, _, job = heapq.heappop(self._deadlines)
+            self._answer(job, self._failsafe(), late=True)
+
+    def _status_loop(self) -> None:
+        """Ready and the stack light follow the camera, the line stop and the active alarms."""
+        while not self._stop.wait(0.25):
+            alarms = self.inspection.store.alarms(active_only=True, limit=50)
+            severities = {a["severity"] for a in alarms}
+            light: StackLight
+            if self.stopped_line or "critical" in severities:
+                light = "red"
+            elif not self.camera.connected or "warning" in severities:
+                light = "amber"
+            else:
+                light = "green"
+            self.bridge.set_status(ready=self.camera.connected and not self.stopped_line, stack_light=light,
+                                   busy=self._capture_queue.qsize() + self._judge_queue.qsize() > 0)
+
+    # -- answering -----------------------------------------------------------------------------
+    def _failsafe(self) -> Decision:
+        return "FAILSAFE" if self.line.failsafe_decision == "NG" else "OK"
+
+    def _part(self, job: PartJob) -> PartContext:
+        trigger = job.trigger
+        return PartContext(self.station, f"line:{self.line.camera.name}", trigger.serial or None,
+                           trigger.lot or None, trigger.seq)
+
+    def _answer(self, job: PartJob, decision: Decision, late: bool = False) -> bool:
+        """Publish the one result of this trigger; False if it had already been answered."""
+        with job.lock:
+            if job.published:
+                return False
+            job.published = True
+            job.failsafe_sent = late
+        self.bridge.publish(Result(job.trigger.seq, decision, late=late))
+        elapsed = (time.monotonic() - job.trigger.received_at_monotonic) * 1000.0
+        self.metrics.stage_latency.labels("trigger_to_result").observe(elapsed / 1000.0)
+        with self._counter_lock:
+            self.counters["results"] += 1
+            if late:
+                self.counters["failsafe"] += 1
+                self.counters["late"] += 1
+            self.trigger_to_result_ms.append(elapsed)
+            if len(self.trigger_to_result_ms) > 10_000:
+                del self.trigger_to_result_ms[:5_000]
+        return True
+
+    def _on_stored(self, job: PartJob, inspection: Inspection, future: Future[StoredVerdict]) -> None:
+        """Runs on the store writer once the verdict is durable (or failed): actuate, or mark late."""
+        try:
+            stored = future.result()
+        except Exception as exc:
+            self._answer(job, self._failsafe())
+            self._alarm("store_failed", f"verdict for trigger {job.trigger.seq} not stored: {exc}", "critical")
+            return
+        job.verdict_id = stored.verdict_id
+        self.inspection.observe_stored(inspection, "line")
+        decision: Decision = inspection.verdict.decision
+        if inspection.verdict.decision == "INVALID":
+            self._count("invalid")
+        if not self._answer(job, decision) and not inspection.verdict.late:
+            self.inspection.store.mark_late(stored.verdict_id, self._failsafe())
+
+    def _give_up(self, job: PartJob, reason: str, message: str) -> None:
+        """Answer with the fail-safe now and store an INVALID verdict saying why."""
+        answered_now = self._answer(job, self._failsafe())
+        if answered_now:
+            self._count("failsafe")
+        verdict = NewVerdict(
+            modality="vision", decision="INVALID", label=reason, score=None, threshold=None, model_name=None,
+            model_version=None, latency_ms=(time.monotonic() - job.trigger.received_at_monotonic) * 1000.0,
+            reason=message, recipe=job.recipe.name, actuated=self._failsafe(), late=not answered_now,
+        )
+        try:
+            self.inspection.store.record(self._part(job), [verdict])
+        except Exception as exc:
+            log.error("could not store the fail-safe record of trigger %d: %s", job.trigger.seq, exc)
+        log.warning("trigger %d: fail-safe (%s): %s", job.trigger.seq, reason, message)
+
+    def _alarm(self, kind: str, message: str, severity: str) -> None:
+        try:
+            self.inspection.store.raise_alarm(kind, message, severity, f"line:{self.line.camera.name}")
+        except Exception as exc:
+            log.error("alarm %s not stored: %s", kind, exc)
