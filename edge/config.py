@@ -141,6 +141,9 @@ class LineSettings(_Section):
     bridge: BridgeSettings = Field(default_factory=lambda: BridgeSettings())
     default_recipe: int = Field(1, ge=1, le=65535)
     queue_size: int = Field(8, ge=1, le=1000, description="Parts waiting for capture or judging at most.")
+    deadline_margin_ms: float = Field(
+        15.0, ge=0, le=1000, description="The fail-safe goes out this much before the recipe's deadline, for the "
+                                         "time the link and the PLC's scan take.")
     failsafe_decision: Literal["NG", "OK"] = Field(
         "NG", description="Sent when a part cannot be judged in time or at all: NG rejects the part.")
 
@@ -177,6 +180,11 @@ class StationConfig(_Section):
     @model_validator(mode="after")
     def _recipes_fit_the_line(self) -> StationConfig:
         numbers = [r.number for r in self.recipes]
+        margin = self.line.deadline_margin_ms if self.line is not None else 0.0
+        tight = [f"{r.number} ({r.deadline_ms:g} ms)" for r in self.recipes if r.deadline_ms <= margin]
+        if tight:
+            raise ValueError(f"recipe deadlines must exceed line.deadline_margin_ms ({margin:g} ms): "
+                             f"{', '.join(tight)}")
         if len(set(numbers)) != len(numbers):
             raise ValueError("recipe numbers must be unique")
         if self.line is not None and self.line.default_recipe not in numbers:

@@ -97,8 +97,9 @@ def test_recipe_changes_apply_from_the_next_part(line_station: tuple[Station, st
 
 def test_deadline_misses_get_the_failsafe_on_time_and_are_stored_as_late(tmp_path: Path) -> None:
     port = free_port()
-    recipes = [{"number": 1, "name": "tight", "deadline_ms": 2}]  # shorter than any capture
-    station = Station(load_config(line_config(tmp_path, part_images(tmp_path / "frames"), port, recipes=recipes)))
+    recipes = [{"number": 1, "name": "tight", "deadline_ms": 3}]  # shorter than any capture
+    station = Station(load_config(line_config(tmp_path, part_images(tmp_path / "frames"), port, recipes=recipes,
+                                              deadline_margin_ms=1)))
     station.start()
     try:
         report = run_simulation("modbus", f"127.0.0.1:{port}", parts=10, rate_hz=10, timeout_s=20)
@@ -178,7 +179,8 @@ def test_stop_line_turns_the_stack_light_red_and_sets_the_stop_bit(line_station:
             if check(status, light):
                 return status, light
             time.sleep(0.05)
-        raise AssertionError(f"status {outputs()}")
+        active = station.store.alarms(active_only=True) if station.store else []
+        raise AssertionError(f"status/light {outputs()}, active alarms {active}")
 
     try:
         wait_for(lambda status, light: status & ST_READY and light == 1)  # ready, green

@@ -37,6 +37,7 @@ class PartJob:
     published: bool = False
     failsafe_sent: bool = False
     verdict_id: int | None = None
+    capture_started: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -74,6 +75,9 @@ class LinePipeline:
         }
         self._counter_lock = threading.Lock()
         self.trigger_to_result_ms: list[float] = []
+        self.service_time_s = 0.02  # moving average of capture-to-durable time per part, updated as parts pass
+        self._last_warning = 0.0
+        self._suppressed_warnings = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -140,10 +144,21 @@ class LinePipeline:
         self._count("triggers")
         recipe = self.config.recipe(trigger.recipe) if trigger.recipe else None
         job = PartJob(trigger, recipe or self.active_recipe, 0.0)
-        job.deadline = trigger.received_at_monotonic + job.recipe.deadline_ms / 1000.0
+        # the fail-safe leaves a transport margin early, so the PLC has it by the deadline it measures
+        job.deadline = trigger.received_at_monotonic + (job.recipe.deadline_ms - self.line.deadline_margin_ms) / 1000.0
         with self._deadline_cv:
             heapq.heappush(self._deadlines, (job.deadline, trigger.seq, job))
             self._deadline_cv.notify()
+        waiting = self._capture_queue.qsize() + self._judge_queue.qsize()
+        expected_done = time.monotonic() + (waiting + 1) * self.service_time_s
+        if waiting and expected_done > job.deadline:
+            self._count("overload")
+            message = (f"trigger {trigger.seq} answered with the fail-safe at once: {waiting} parts ahead at "
+                       f"~{self.service_time_s * 1000:.0f} ms each would miss the "
+                       f"{job.recipe.deadline_ms:g} ms deadline")
+            self._give_up(job, "overload", message)
+            self._alarm("trigger_overload", message, "warning")
+            return
         try:
             self._capture_queue.put_nowait(job)
         except queue.Full:
@@ -199,7 +214,7 @@ class LinePipeline:
             if time.monotonic() > job.deadline:
                 self._give_up(job, "missed", "the deadline passed before the part could be captured")
                 continue
-            started = time.perf_counter()
+            started = job.capture_started = time.perf_counter()
             try:
                 self._apply_recipe(job.recipe)
                 frame = self.camera.capture(grab_timeout)
@@ -299,6 +314,8 @@ class LinePipeline:
             return
         job.verdict_id = stored.verdict_id
         self.inspection.observe_stored(inspection, "line")
+        service = time.perf_counter() - job.capture_started
+        self.service_time_s += 0.1 * (service - self.service_time_s)
         decision: Decision = inspection.verdict.decision
         if inspection.verdict.decision == "INVALID":
             self._count("invalid")
@@ -319,7 +336,17 @@ class LinePipeline:
             self.inspection.store.record(self._part(job), [verdict])
         except Exception as exc:
             log.error("could not store the fail-safe record of trigger %d: %s", job.trigger.seq, exc)
-        log.warning("trigger %d: fail-safe (%s): %s", job.trigger.seq, reason, message)
+        self._warn(f"trigger {job.trigger.seq}: fail-safe ({reason}): {message}")
+
+    def _warn(self, message: str) -> None:
+        """At most one warning a second: a trigger storm must not flood the log."""
+        now = time.monotonic()
+        if now - self._last_warning < 1.0:
+            self._suppressed_warnings += 1
+            return
+        more = f" (+{self._suppressed_warnings} similar in the last second)" if self._suppressed_warnings else ""
+        log.warning("%s%s", message, more)
+        self._last_warning, self._suppressed_warnings = now, 0
 
     def _alarm(self, kind: str, message: str, severity: str) -> None:
         try:
