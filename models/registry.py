@@ -189,5 +189,6 @@ class ModelRegistry:
 
     def clean_staging(self) -> None:
         """Remove leftovers of registrations that were killed half-way."""
-        for leftover in self.state_dir.glob(".staging-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        for pattern in (".staging-*", ".build-*"):
+            for leftover in self.state_dir.glob(pattern):
+                shutil.rmtree(leftover, ignore_errors=True)

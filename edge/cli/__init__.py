@@ -7,10 +7,19 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from edge.cli import config_cmd, db_cmd, models_cmd, run_cmd, simulate_cmd, verdict_cmd
+from edge.cli import (
+    config_cmd,
+    db_cmd,
+    models_cmd,
+    predict_cmd,
+    run_cmd,
+    simulate_cmd,
+    train_cmd,
+    verdict_cmd,
+)
 from edge.cli.common import CommandError
 
-COMMAND_MODULES = [run_cmd, verdict_cmd, config_cmd, db_cmd, models_cmd, simulate_cmd]
+COMMAND_MODULES = [run_cmd, verdict_cmd, train_cmd, predict_cmd, models_cmd, config_cmd, db_cmd, simulate_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,83 @@
+"""``edge-inspect train vision|acoustic``: train, register and promote a new model version."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge.cli.common import CommandError, add_config_option, config_from, registry_for
+from edge.training import Kind, TrainingError, train
+from vision.sources import IMAGE_SUFFIXES
+
+WAV_SUFFIXES = {".wav"}
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("train", help="train, register and promote a model version")
+    kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
+    vision = kinds.add_parser(
+        "vision", help="from good parts only (anomaly model), or with labelled defect folders",
+        description="Trains in a separate low-priority process; the running service switches to the new "
+                    "version by itself. Each --defect folder's name is its defect label.")
+    add_config_option(vision)
+    vision.add_argument("--good", type=Path, required=True, metavar="DIR", help="images of good parts")
+    vision.add_argument("--defect", type=Path, action="append", default=[], metavar="DIR",
+                        help="images of one defect type (repeatable)")
+    vision.add_argument("--name", required=True, help="model name, e.g. tile-anomaly")
+    vision.add_argument("--no-promote", action="store_true", help="register without making it active")
+    vision.set_defaults(handler=run, train_kind="vision")
+    acoustic = kinds.add_parser(
+        "acoustic", help="from normal recordings only (anomaly model), or with labelled fault folders",
+        description="Trains in a separate low-priority process. Each --abnormal folder's name is its fault label.")
+    add_config_option(acoustic)
+    acoustic.add_argument("--normal", type=Path, required=True, metavar="DIR", help="WAV clips of normal sound")
+    acoustic.add_argument("--abnormal", type=Path, action="append", default=[], metavar="DIR",
+                          help="WAV clips of one fault type (repeatable)")
+    acoustic.add_argument("--name", required=True)
+    acoustic.add_argument("--no-promote", action="store_true")
+    acoustic.set_defaults(handler=run, train_kind="acoustic")
+
+
+def files_in(folder: Path, suffixes: set[str], role: str) -> list[Path]:
+    if not folder.is_dir():
+        raise CommandError(f"{role} folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if not files:
+        raise CommandError(f"{role} folder {folder} holds no {', '.join(sorted(suffixes))} files")
+    return files
+
+
+def run(args: argparse.Namespace) -> int:
+    kind: Kind = args.train_kind
+    config = config_from(args)
+    suffixes = IMAGE_SUFFIXES if kind == "vision" else WAV_SUFFIXES
+    good_key, good_dir, labelled_dirs = (
+        ("good", args.good, args.defect) if kind == "vision" else ("normal", args.normal, args.abnormal))
+    examples = {good_key: files_in(good_dir, suffixes, good_key)}
+    for folder in labelled_dirs:
+        label = folder.resolve().name
+        if label in examples:
+            raise CommandError(f"two folders are labelled '{label}'")
+        examples[label] = files_in(folder, suffixes, f"'{label}'")
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"\r[{fraction * 100:5.1f}%] {message[:70]:<70}", end="", file=sys.stderr, flush=True)
+
+    try:
+        outcome = train(kind, examples, args.name, registry_for(config), progress=progress,
+                        promote=not args.no_promote)
+    except TrainingError as exc:
+        print(file=sys.stderr)
+        raise CommandError(f"training failed: {exc}") from exc
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        raise CommandError("training cancelled; nothing was registered", exit_code=130) from None
+    print(file=sys.stderr)
+    for path, reason in outcome.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    state = "registered and promoted" if not args.no_promote else "registered (not active)"
+    manifest = outcome.manifest
+    print(f"{manifest.name} v{manifest.version} {state} in {outcome.duration_s:.1f} s: {manifest.kind}, "
+          f"threshold {manifest.threshold:.4g}, metrics {manifest.metrics}")
+    return 0

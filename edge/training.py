@@ -1,0 +1,113 @@
+"""Retraining that never disturbs inspection: the training runs in a separate process at lower
+priority, reports progress, can be cancelled, and registers the model only when it is complete.
+
+The child writes ``model.onnx`` and ``manifest.json`` into a build folder inside the registry's
+folder; the parent then registers it atomically (a killed or cancelled run leaves no version).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from models.manifest import Manifest
+from models.registry import ModelRegistry, ModelVersion
+
+Kind = Literal["vision", "acoustic"]
+ProgressCallback = Callable[[float, str], None]
+
+
+class TrainingError(Exception):
+    """Training could not produce a model; the message says why (e.g. too few usable images)."""
+
+
+class TrainingCancelled(TrainingError):
+    """The run was cancelled; nothing was registered."""
+
+
+@dataclass
+class TrainingOutcome:
+    version: ModelVersion
+    manifest: Manifest
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    duration_s: float = 0.0
+
+
+def _train_in_child(kind: Kind, examples: dict[str, list[str]], name: str, build_dir: str,
+                    messages: multiprocessing.Queue[tuple[Any, ...]], niceness: int) -> None:
+    """Runs in the child process: lower priority, train, report."""
+    with contextlib.suppress(OSError):
+        os.nice(niceness)
+    try:
+        def progress(fraction: float, message: str) -> None:
+            messages.put(("progress", float(fraction), str(message)))
+
+        good_key = "good" if kind == "vision" else "normal"
+        good = [Path(p) for p in examples.pop(good_key)]
+        labelled = {label: [Path(p) for p in paths] for label, paths in examples.items()}
+        if kind == "vision":
+            from vision.anomaly import train_anomaly_model
+
+            report: Any = train_anomaly_model(good, labelled, name, Path(build_dir), progress=progress)
+        else:
+            from acoustic.training import train_acoustic_model
+
+            report = train_acoustic_model(good, labelled, name, Path(build_dir), progress=progress)
+        skipped = [(str(path), str(reason)) for path, reason in getattr(report, "skipped", [])]
+        messages.put(("done", report.manifest.model_dump_json(), skipped))
+    except ValueError as exc:  # the training modules raise ValueError subclasses for bad data
+        messages.put(("error", str(exc)))
+    except Exception as exc:
+        messages.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: ModelRegistry, *,
+          progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
+          promote: bool = True, niceness: int = 10) -> TrainingOutcome:
+    """Train in a child process and register the result; raises TrainingError or TrainingCancelled."""
+    started = time.monotonic()
+    build_dir = registry.state_dir / f".build-{uuid.uuid4().hex[:12]}"
+    build_dir.mkdir(parents=True)
+    context = multiprocessing.get_context("spawn")  # no fork of a multi-threaded service
+    messages: multiprocessing.Queue[tuple[Any, ...]] = context.Queue()
+    payload = {label: [str(p) for p in paths] for label, paths in examples.items()}
+    child = context.Process(target=_train_in_child, args=(kind, payload, name, str(build_dir), messages, niceness),
+                            name=f"train-{kind}-{name}", daemon=True)
+    child.start()
+    try:
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise TrainingCancelled(f"training of '{name}' was cancelled; nothing was registered")
+            try:
+                message = messages.get(timeout=0.2)
+            except queue.Empty:
+                if not child.is_alive() and messages.empty():
+                    code = child.exitcode
+                    raise TrainingError(f"the training process ended unexpectedly (exit code {code})") from None
+                continue
+            if message[0] == "progress" and progress is not None:
+                progress(message[1], message[2])
+            elif message[0] == "error":
+                raise TrainingError(message[1])
+            elif message[0] == "done":
+                manifest = Manifest.model_validate_json(message[1])
+                child.join(10)
+                version = registry.register(build_dir, manifest, promote=promote)
+                registered = manifest.model_copy(update={"version": version.version})
+                return TrainingOutcome(version, registered, [tuple(s) for s in message[2]],
+                                       time.monotonic() - started)
+    finally:
+        if child.is_alive():
+            child.terminate()
+            child.join(5)
+        shutil.rmtree(build_dir, ignore_errors=True)
