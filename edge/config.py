@@ -54,6 +54,8 @@ class ModelSettings(_Section):
     threads: int = Field(2, ge=1, le=64, title="onnxruntime threads per model")
     vision: str = Field("tile-anomaly", title="Default vision model",
                         description="Model name used by the API and sources that name none.")
+    acoustic: str | None = Field(None, title="Default acoustic model",
+                                 description="Model name for the microphone and the acoustic API; none: no sound.")
     thresholds: dict[str, float] = Field(default_factory=dict, title="Threshold overrides",
                                          description="Model name -> decision threshold replacing the manifest's.")
 
@@ -98,6 +100,13 @@ class CameraRecipeSettings(_Section):
     roi: RoiSettings | None = None
 
 
+class RecipeAcoustic(_Section):
+    """Listen to each part of this recipe: record from the trigger on, judge, join the camera's verdict."""
+
+    model: str | None = Field(None, description="Acoustic model; default: models.acoustic.")
+    record_s: float | None = Field(None, gt=0, le=120, description="Seconds recorded; default: the model's window.")
+
+
 class Recipe(_Section):
     """A product: camera settings, model, threshold and deadline. Selected by number from the PLC,
     the page or the API; a change applies from the next part on."""
@@ -109,6 +118,10 @@ class Recipe(_Section):
     deadline_ms: float = Field(150.0, gt=0, le=60_000, description="Trigger to result; later -> fail-safe.")
     camera: CameraRecipeSettings = Field(default_factory=lambda: CameraRecipeSettings())
     quality: QualitySettings | None = Field(None, description="Overrides the station's quality gate.")
+    acoustic: RecipeAcoustic | None = Field(None, description="Also judge each part by its sound.")
+    decision_rule: Literal["worst", "vision-decides"] = Field(
+        "worst", description="worst: NG if any modality is NG, else INVALID if any is INVALID, else OK. "
+                             "vision-decides: the sound verdict is stored but does not decide (shadow mode).")
 
 
 class CameraConfig(_Section):
@@ -148,6 +161,29 @@ class LineSettings(_Section):
         "NG", description="Sent when a part cannot be judged in time or at all: NG rejects the part.")
 
 
+class ContinuousListening(_Section):
+    k: int = Field(3, ge=1, description="Alarm when k of the last n windows are NG.")
+    n: int = Field(5, ge=1)
+    hop_s: float | None = Field(None, gt=0, description="Seconds between window starts; default: the window.")
+
+
+class MicrophoneSettings(_Section):
+    """A microphone (sounddevice) or WAV files replayed through the same interface."""
+
+    type: Literal["sounddevice", "wav"]
+    name: str = Field("mic1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    device: str | None = Field(None, description="sounddevice: device index or (part of) its name.")
+    sample_rate: int = Field(16000, ge=8000, le=192000)
+    channels: int = Field(1, ge=1, le=32)
+    buffer_s: float = Field(60.0, gt=0, le=600, description="Ring buffer length.")
+    folder: Path | None = Field(None, description="wav: folder of WAV files, replayed in name order.")
+    mode: Literal["per-part", "continuous"] = Field(
+        "per-part", description="per-part: record when the line triggers a part whose recipe listens. "
+                                "continuous: judge rolling windows of a running machine.")
+    model: str | None = Field(None, description="Continuous mode's model; default: models.acoustic.")
+    continuous: ContinuousListening = Field(default_factory=lambda: ContinuousListening())
+
+
 class ApiSettings(_Section):
     host: str = Field("127.0.0.1", title="Listen address")
     port: int = Field(8080, ge=1, le=65535, title="Listen port")
@@ -163,6 +199,7 @@ class StationConfig(_Section):
     quality: QualitySettings = Field(default_factory=lambda: QualitySettings())
     recipes: list[Recipe] = Field(default_factory=list)
     line: LineSettings | None = None
+    microphone: MicrophoneSettings | None = None
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
 
     # Folder the config file was read from; relative paths are resolved against it.
@@ -187,6 +224,13 @@ class StationConfig(_Section):
                              f"{', '.join(tight)}")
         if len(set(numbers)) != len(numbers):
             raise ValueError("recipe numbers must be unique")
+        listening = [r.number for r in self.recipes if r.acoustic is not None]
+        if listening and self.microphone is None:
+            raise ValueError(f"recipes {listening} listen to parts but no 'microphone' is configured")
+        needs_model = [r.number for r in self.recipes if r.acoustic is not None and not r.acoustic.model]
+        if (needs_model or (self.microphone and self.microphone.mode == "continuous" and not self.microphone.model)) \
+                and not self.models.acoustic:
+            raise ValueError("an acoustic model is needed: set models.acoustic or name one where it is used")
         if self.line is not None and self.line.default_recipe not in numbers:
             raise ValueError(f"line.default_recipe {self.line.default_recipe} is not among the recipes' numbers "
                              f"({', '.join(map(str, numbers)) or 'none defined'})")

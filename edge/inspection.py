@@ -7,7 +7,8 @@ import logging
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,9 @@ from vision.images import ImageError, decode_image
 from vision.inspector import VisionInspector, VisionResult
 from vision.quality import QualityLimits
 
+if TYPE_CHECKING:
+    from acoustic.inspector import AcousticInspector, AcousticResult
+
 log = logging.getLogger(__name__)
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "TIFF": "tif"}
 
@@ -30,7 +34,7 @@ _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "TIFF": "tif"}
 class Inspection:
     """A judged input and the Future of its stored verdict."""
 
-    result: VisionResult
+    result: VisionResult | None  # None for a verdict that is not a vision one
     verdict: NewVerdict
     stored: Future[StoredVerdict]
     started: float
@@ -42,7 +46,7 @@ class Inspection:
             "batch_id": stored.batch_id, "decision": v.decision, "label": v.label, "score": v.score,
             "threshold": v.threshold, "model": {"name": v.model_name, "version": v.model_version},
             "latency_ms": round((time.perf_counter() - self.started) * 1000.0, 3),
-            "inference_ms": round(self.result.timings_ms.get("model", 0.0), 3),
+            "inference_ms": round(self.result.timings_ms.get("model", 0.0), 3) if self.result else None,
             "defect_region": v.details.get("defect_region"), "reason": v.reason, "created_at": stored.created_at,
         }
 
@@ -115,6 +119,59 @@ class InspectionService:
                 self.metrics.stage_latency.labels(stage).observe(result.timings_ms[stage] / 1000.0)
         return result, details
 
+    def prepare_pixels(self, pixels: npt.NDArray[np.uint8], options: JudgeOptions) -> NewVerdict:
+        """Judge and archive, but leave storing to the caller (a part judged by several modalities)."""
+        started = time.perf_counter()
+        result, details = self.evaluate(pixels, options)
+        image_path = heatmap_path = None
+        if self.archive.wants(result.decision):
+            image_path = self.archive.reserve("png")
+            self.archive.write(image_path, pixels)
+            if result.anomaly_map is not None and result.decision == "NG":
+                heatmap_path = self.archive.reserve("png")
+                self.archive.write(heatmap_path, heatmap_image(result.anomaly_map, result.threshold))
+        return self._vision_verdict(result, details, options, started, image_path, heatmap_path, False, None)
+
+    def _vision_verdict(self, result: VisionResult, details: dict[str, Any], options: JudgeOptions, started: float,
+                        image_path: Path | None, heatmap_path: Path | None, late: bool,
+                        actuated: str | None) -> NewVerdict:
+        return NewVerdict(
+            modality="vision", decision=result.decision,  # type: ignore[arg-type]
+            label=result.label, score=result.score, threshold=result.threshold, model_name=result.model_name,
+            model_version=result.model_version, latency_ms=(time.perf_counter() - started) * 1000.0,
+            reason=result.reason, image_ref=self.archive.ref(image_path), heatmap_ref=self.archive.ref(heatmap_path),
+            details=details, recipe=options.recipe, actuated=actuated or result.decision, late=late,
+        )
+
+    def prepare_audio(self, waveform: npt.NDArray[np.floating[Any]], sample_rate: int, model: str,
+                      recipe: str | None = None) -> NewVerdict:
+        """Judge a recording (INVALID with the reason for silence, clipping, a wrong rate, a dead device)."""
+        started = time.perf_counter()
+        inspector = self.models.acoustic(model)
+        result = inspector.judge(waveform, sample_rate)
+        return self.acoustic_verdict(result, inspector, started, len(waveform) / sample_rate, sample_rate, recipe)
+
+    def acoustic_verdict(self, result: AcousticResult, inspector: AcousticInspector, started: float,
+                         seconds: float, sample_rate: int, recipe: str | None = None) -> NewVerdict:
+        self.metrics.stage_latency.labels("acoustic").observe(time.perf_counter() - started)
+        details: dict[str, Any] = {"sample_rate": sample_rate, "seconds": round(seconds, 3),
+                                   "timings_ms": result.timings}
+        if result.probabilities:
+            details["probabilities"] = result.probabilities
+        return NewVerdict(
+            modality="acoustic", decision=result.decision,
+            label=result.label or ("invalid" if result.decision == "INVALID" else result.decision.lower()),
+            score=result.score, threshold=result.threshold, model_name=inspector.model.name,
+            model_version=inspector.model.version, latency_ms=(time.perf_counter() - started) * 1000.0,
+            reason=result.reason, details=details, recipe=recipe,
+        )
+
+    def judge_audio(self, waveform: npt.NDArray[np.floating[Any]], sample_rate: int, part: PartContext,
+                    model: str) -> Inspection:
+        started = time.perf_counter()
+        verdict = self.prepare_audio(waveform, sample_rate, model)
+        return Inspection(None, verdict, self.store.record(part, [verdict]), started)
+
     def _judge(self, pixels: npt.NDArray[np.uint8], part: PartContext, options: JudgeOptions, started: float,
                original: tuple[bytes, str] | None, late: bool = False, actuated: str | None = None) -> Inspection:
         result, details = self.evaluate(pixels, options)
@@ -123,13 +180,7 @@ class InspectionService:
             image_path = self.archive.reserve(original[1] if original is not None else "png")
             if result.anomaly_map is not None and result.decision == "NG":
                 heatmap_path = self.archive.reserve("png")
-        verdict = NewVerdict(
-            modality="vision", decision=result.decision,  # type: ignore[arg-type]
-            label=result.label, score=result.score, threshold=result.threshold, model_name=result.model_name,
-            model_version=result.model_version, latency_ms=(time.perf_counter() - started) * 1000.0,
-            reason=result.reason, image_ref=self.archive.ref(image_path), heatmap_ref=self.archive.ref(heatmap_path),
-            details=details, recipe=options.recipe, actuated=actuated or result.decision, late=late,
-        )
+        verdict = self._vision_verdict(result, details, options, started, image_path, heatmap_path, late, actuated)
         stored = self.store.record(part, [verdict])
         # the files are written while the writer commits; the caller waits for both
         try:

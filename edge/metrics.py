@@ -26,4 +26,8 @@ class StationMetrics:
         self.store_commits = Gauge("edge_store_commits", "Commits made by the SQLite writer", registry=r)
         self.source_errors = Counter("edge_source_errors", "Frames a source could not deliver or judge",
                                      ["source", "reason"], registry=r)
+        self.audio_overruns = Gauge("edge_audio_overruns", "Audio input overruns since start", ["microphone"],
+                                    registry=r)
+        self.audio_lost_windows = Gauge("edge_audio_lost_windows", "Audio windows lost since start", ["microphone"],
+                                        registry=r)
         self.model_info = Gauge("edge_model_active_version", "Active version per loaded model", ["model"], registry=r)

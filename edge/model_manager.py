@@ -9,11 +9,15 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from models.manifest import ManifestError
 from models.registry import ACTIVE_FILE, ModelRegistry, UnknownModelError
 from models.runtime import load_model
 from vision.inspector import VisionInspector
+
+if TYPE_CHECKING:
+    from acoustic.inspector import AcousticInspector
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,7 @@ class ModelManager:
         self.threads = threads
         self.thresholds = dict(thresholds or {})
         self._vision: dict[str, VisionInspector] = {}
+        self._acoustic: dict[str, AcousticInspector] = {}
         self._lock = threading.Lock()
         self._state_mtime = self._registry_mtime()
         self._stop = threading.Event()
@@ -37,48 +42,69 @@ class ModelManager:
             return 0.0
 
     def _load_vision(self, name: str, version: int | None = None) -> VisionInspector:
-        entry = self.registry.get(name, version)
-        model = load_model(entry.folder, threads=self.threads)
+        model = load_model(self.registry.get(name, version).folder, threads=self.threads)
         inspector = VisionInspector(model, self.thresholds.get(name))
         log.info("loaded vision model %s v%d in %.0f ms", name, model.version, model.load_ms)
         return inspector
 
-    def vision(self, name: str) -> VisionInspector:
-        """The loaded inspector for ``name``; loads it on first use (raises UnknownModelError)."""
-        inspector = self._vision.get(name)
+    def _load_acoustic(self, name: str, version: int | None = None) -> AcousticInspector:
+        from acoustic.inspector import AcousticInspector
+
+        model = load_model(self.registry.get(name, version).folder, threads=1, warm_up=False)
+        if model.manifest.modality != "acoustic":
+            raise ValueError(f"model '{name}' is a {model.manifest.kind} model, not an acoustic model")
+        inspector = AcousticInspector(model)  # warms up its features and session
+        log.info("loaded acoustic model %s v%d", name, model.version)
+        return inspector
+
+    def _get(self, table: dict[str, Any], name: str, loader: Any) -> Any:
+        inspector = table.get(name)
         if inspector is not None:
             return inspector
         with self._lock:
-            if name not in self._vision:
-                self._vision[name] = self._load_vision(name)
-            return self._vision[name]
+            if name not in table:
+                table[name] = loader(name)
+            return table[name]
+
+    def vision(self, name: str) -> VisionInspector:
+        """The loaded inspector for ``name``; loads it on first use (raises UnknownModelError)."""
+        inspector: VisionInspector = self._get(self._vision, name, self._load_vision)
+        return inspector
+
+    def acoustic(self, name: str) -> AcousticInspector:
+        inspector: AcousticInspector = self._get(self._acoustic, name, self._load_acoustic)
+        return inspector
 
     def loaded(self) -> dict[str, VisionInspector]:
         return dict(self._vision)
 
-    def reload(self, name: str) -> VisionInspector:
+    def loaded_acoustic(self) -> dict[str, AcousticInspector]:
+        return dict(self._acoustic)
+
+    def reload(self, name: str) -> None:
         """Load the registry's active version of ``name`` and swap it in if it changed."""
-        current = self._vision.get(name)
         wanted = self.registry.active_version(name)
-        if current is not None and current.version == wanted:
-            return current
-        fresh = self._load_vision(name, wanted)
-        with self._lock:
-            self._vision[name] = fresh
-        log.info("switched model %s to v%d", name, fresh.version)
-        return fresh
+        tables: tuple[tuple[dict[str, Any], Any], ...] = (
+            (self._vision, self._load_vision), (self._acoustic, self._load_acoustic))
+        for table, loader in tables:
+            current = table.get(name)
+            if current is None or current.model.version == wanted:
+                continue
+            fresh = loader(name, wanted)
+            with self._lock:
+                table[name] = fresh
+            log.info("switched model %s to v%d", name, wanted)
 
     def refresh_if_changed(self) -> None:
         mtime = self._registry_mtime()
         if mtime == self._state_mtime:
             return
         self._state_mtime = mtime
-        for name in list(self._vision):
+        for name in {*self._vision, *self._acoustic}:
             try:
                 self.reload(name)
-            except (ManifestError, UnknownModelError) as exc:
-                log.error("model %s stays on v%d: the promoted version cannot be loaded: %s",
-                          name, self._vision[name].version, exc)
+            except (ManifestError, UnknownModelError, ValueError) as exc:
+                log.error("model %s stays on its version: the promoted one cannot be loaded: %s", name, exc)
 
     def watch(self, interval_s: float = 1.0) -> None:
         """Follow promotions and rollbacks made by other processes (e.g. the CLI)."""

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from edge.archive import ImageArchive
 from edge.config import ReplaySource, StationConfig
@@ -17,12 +18,16 @@ from edge.inspection import InspectionService, quality_limits
 from edge.line.factory import build_bridge, build_camera
 from edge.line.pipeline import LinePipeline
 from edge.metrics import StationMetrics
+from edge.microphone import ContinuousListener, build_microphone
 from edge.model_manager import ModelManager
 from edge.runner import SourceRunner
 from edge.store import VerdictStore
 from models.manifest import ManifestError
 from models.registry import ModelRegistry, UnknownModelError
 from vision.sources import FolderReplaySource, FrameSource
+
+if TYPE_CHECKING:
+    from acoustic.sources import AudioSource
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,8 @@ class Station:
         self.inspection: InspectionService | None = None
         self.runners: list[SourceRunner] = []
         self.line: LinePipeline | None = None
+        self.listener: ContinuousListener | None = None
+        self.microphone: AudioSource | None = None
         self._stopping = threading.Event()
 
     @property
@@ -89,10 +96,18 @@ class Station:
         self.inspection = InspectionService(self.models, self.store, archive, self.metrics, cfg.models.vision,
                                             int(cfg.api.max_image_megapixels * 1_000_000),
                                             quality_limits(cfg.quality))
+        self._load_acoustic_models()
         self.store.start()
         self.models.watch()
+        microphone = self._build_microphone() if with_sources else None
+        if microphone is not None and cfg.microphone is not None and cfg.microphone.mode == "continuous":
+            model = cfg.microphone.model or cfg.models.acoustic
+            assert model is not None, "validated by the config"
+            self.listener = ContinuousListener(cfg.microphone, microphone, self.inspection, model, self.id)
+            self.listener.start()
+            microphone = None
         if cfg.line is not None and with_sources:
-            self._start_line()
+            self._start_line(microphone)
         if with_sources:
             for settings in cfg.sources:
                 runner = SourceRunner(self._build_source(settings), self.inspection, self.id, settings.model)
@@ -102,7 +117,33 @@ class Station:
         log.info("station %s started: %d model(s), %d source(s), database %s", self.id,
                  len(self.models.loaded()), len(self.runners), cfg.database_path)
 
-    def _start_line(self) -> None:
+    def _load_acoustic_models(self) -> None:
+        cfg = self.config
+        assert self.models is not None
+        names = {cfg.models.acoustic} | {r.acoustic.model for r in cfg.recipes if r.acoustic and r.acoustic.model}
+        if cfg.microphone is not None:
+            names.add(cfg.microphone.model)
+        for name in sorted(n for n in names if n):
+            try:
+                self.models.acoustic(name)
+            except ImportError as exc:
+                raise StartupError(f"acoustic model '{name}' needs the audio extra: pip install "
+                                   f"'edge-inspect[audio]' ({exc})") from exc
+            except (ManifestError, UnknownModelError, ValueError) as exc:
+                raise StartupError(f"acoustic model '{name}' cannot be loaded: {exc}") from exc
+
+    def _build_microphone(self) -> AudioSource | None:
+        cfg = self.config
+        if cfg.microphone is None:
+            return None
+        try:
+            source = build_microphone(cfg.microphone, cfg)
+        except (ImportError, ValueError, OSError) as exc:
+            raise StartupError(f"microphone '{cfg.microphone.name}': {exc}") from exc
+        self.microphone = source
+        return source
+
+    def _start_line(self, microphone: AudioSource | None) -> None:
         cfg = self.config
         assert cfg.line is not None and self.inspection is not None and self.models is not None
         for recipe in cfg.recipes:
@@ -117,7 +158,9 @@ class Station:
             bridge = build_bridge(cfg.line.bridge)
         except ValueError as exc:
             raise StartupError(str(exc)) from exc
-        self.line = LinePipeline(cfg, camera, bridge, self.inspection)
+        if microphone is not None:
+            microphone.open()
+        self.line = LinePipeline(cfg, camera, bridge, self.inspection, microphone)
         try:
             self.line.start()
         except OSError as exc:
@@ -154,6 +197,11 @@ class Station:
         }
         if self.line is not None:
             checks["camera_connected"] = self.line.camera.connected
+        if self.listener is not None:
+            checks["listening"] = self.listener.running
+        acoustic = self.models.loaded_acoustic() if self.models else {}
+        if acoustic:
+            checks["acoustic_models"] = {name: inspector.model.version for name, inspector in acoustic.items()}
         return bool(models) and store_ok, checks
 
     def stop(self) -> None:
@@ -162,6 +210,12 @@ class Station:
         if self.line is not None:
             self.line.stop()
             self.line = None
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
+        if self.microphone is not None:
+            self.microphone.close()
+            self.microphone = None
         for runner in self.runners:
             runner.stop()
         if self.models is not None:

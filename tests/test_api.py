@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import encode, jpeg, pil_bytes
 from fastapi.testclient import TestClient
 from modelkit import dark_part
 from PIL import Image
+from support import encode, jpeg, pil_bytes
 
 from edge.station import Station
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import cv2
-from conftest import write_station_config
 from modelkit import dark_part, make_brightness_model
+from support import write_station_config
 from test_service_live import run_cli
 
 

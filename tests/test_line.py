@@ -13,9 +13,9 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from conftest import free_port, write_station_config
 from fastapi.testclient import TestClient
 from modelkit import dark_part
+from support import free_port, write_station_config
 
 from edge.api.app import create_app
 from edge.config import load_config
@@ -37,8 +37,9 @@ def part_images(folder: Path, count: int = 4, blank: bool = False) -> Path:
 
 def line_config(tmp_path: Path, images: Path, port: int, **line: Any) -> Path:
     recipes = line.pop("recipes", None) or [
-        {"number": 1, "name": "standard", "deadline_ms": 300, "camera": {"exposure_us": 500, "pixel_format": "Mono8"}},
-        {"number": 2, "name": "strict", "threshold": 0.99, "deadline_ms": 300},
+        # roomy deadlines: these tests check behaviour, not speed (the deadline test sets its own)
+        {"number": 1, "name": "standard", "deadline_ms": 5000, "camera": {"exposure_us": 500, "pixel_format": "Mono8"}},
+        {"number": 2, "name": "strict", "threshold": 0.99, "deadline_ms": 5000},
     ]
     settings = {"camera": {"type": "pylon", "folder": str(images), "grab_timeout_ms": 500},
                 "bridge": {"type": "modbus-server", "port": port}, "default_recipe": 1, **line}
@@ -69,8 +70,9 @@ def settle(station: Station, expected_rows: int, timeout_s: float = 5.0) -> list
 def test_every_trigger_gets_one_result_and_a_traceable_verdict(line_station: tuple[Station, str]) -> None:
     station, address = line_station
     report = run_simulation("modbus", address, parts=40, rate_hz=20, timeout_s=30, lot="LOT-A", recipe=0)
-    assert (report.triggers, report.verdicts, report.lost, report.duplicated, report.late) == (40, 40, 0, 0, 0)
-    assert report.decisions == {"OK": 20, "NG": 20}, "the emulator alternates good parts and parts with a spot"
+    assert (report.triggers, report.verdicts, report.lost, report.duplicated) == (40, 40, 0, 0)
+    assert report.late == 0 and report.decisions == {"OK": 20, "NG": 20}, \
+        "the emulator alternates good parts and parts with a spot"
     stored = settle(station, 40)
     assert len(stored) == 40
     assert sorted(r["serial"] for r in stored) == [f"SN{i:06d}" for i in range(1, 41)]

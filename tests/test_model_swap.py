@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import LiveService, free_port, jpeg, write_station_config
 from modelkit import make_brightness_model
+from support import LiveService, free_port, jpeg, write_station_config
 from test_service_live import run_cli
 
 

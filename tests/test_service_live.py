@@ -11,8 +11,8 @@ from pathlib import Path
 
 import cv2
 import httpx
-from conftest import EDGE_INSPECT, PROJECT_ROOT, LiveService, free_port, jpeg, write_station_config
 from modelkit import dark_part
+from support import EDGE_INSPECT, PROJECT_ROOT, LiveService, free_port, jpeg, write_station_config
 
 VISION = "/api/v1/verdicts/vision"
 

@@ -43,7 +43,7 @@ class VerdictCreated(BaseModel):
     threshold: float | None
     model: ModelRef
     latency_ms: float = Field(description="From the request's arrival to the durable verdict.")
-    inference_ms: float = Field(description="Time spent in the model itself.")
+    inference_ms: float | None = Field(None, description="Time spent in the vision model itself.")
     defect_region: DefectRegion | None = Field(None, description="Where the defect is (NG only).")
     reason: str | None = Field(None, description="Why an INVALID verdict could not be judged.")
     created_at: str

@@ -9,6 +9,7 @@ from starlette.datastructures import UploadFile
 
 from edge.api.errors import ApiError
 
+AUDIO_TYPES = {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "application/octet-stream"}
 RAW_TYPES = {"image/jpeg", "image/png", "image/bmp", "image/x-ms-bmp", "image/tiff", "image/tif",
              "application/octet-stream"}
 
@@ -36,6 +37,11 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
 
 
 async def read_image_upload(request: Request, limit: int) -> Upload:
+    return await read_upload(request, limit, "image", RAW_TYPES, "image/jpeg, image/png, image/bmp, image/tiff")
+
+
+async def read_upload(request: Request, limit: int, field_name: str, raw_types: set[str], described: str) -> Upload:
+    """The file in multipart field ``field_name``, or the raw body if its content type is in ``raw_types``."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         body = await read_limited_body(request, limit + 64 * 1024)
@@ -44,16 +50,16 @@ async def read_image_upload(request: Request, limit: int) -> Upload:
             form = await request.form(max_files=1, max_fields=16, max_part_size=limit)
         except Exception as exc:  # Starlette raises several types for a malformed form
             raise ApiError(400, "malformed_multipart", f"the multipart form cannot be parsed: {exc}") from exc
-        image = form.get("image")
-        if not isinstance(image, UploadFile):
-            raise ApiError(400, "missing_image", "the multipart form has no file field named 'image'")
-        data = await image.read()
+        upload = form.get(field_name)
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, f"missing_{field_name}", f"the multipart form has no file field named '{field_name}'")
+        data = await upload.read()
         if len(data) > limit:
-            raise ApiError(413, "too_large", f"the image exceeds the limit of {limit} bytes")
+            raise ApiError(413, "too_large", f"the {field_name} exceeds the limit of {limit} bytes")
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
         return Upload(data, fields)
-    if content_type in RAW_TYPES or content_type == "":
+    if content_type in raw_types or content_type == "":
         return Upload(await read_limited_body(request, limit))
     raise ApiError(415, "unsupported_media_type",
-                   f"content type '{content_type}' is not accepted: send multipart/form-data with a field 'image', "
-                   "or the image itself as image/jpeg, image/png, image/bmp, image/tiff or application/octet-stream")
+                   f"content type '{content_type}' is not accepted: send multipart/form-data with a field "
+                   f"'{field_name}', or the file itself as {described} or application/octet-stream")

@@ -12,7 +12,8 @@ from fastapi.responses import FileResponse
 
 from edge.api.errors import ApiError
 from edge.api.schemas import ErrorResponse, OverrideRequest, VerdictCreated, VerdictPage, VerdictRecord
-from edge.api.upload import read_image_upload
+from edge.api.upload import AUDIO_TYPES, read_image_upload, read_upload
+from edge.audio import AudioError, decode_wav
 from edge.inspection import InspectionService
 from edge.station import Station
 from edge.store import PartContext, StoreError, StoreUnavailableError
@@ -77,6 +78,47 @@ def build_router(station: Station) -> APIRouter:
         except StoreUnavailableError as exc:
             service.archive.remove(judged.verdict.image_ref)
             service.archive.remove(judged.verdict.heatmap_ref)
+            raise ApiError(503, "store_unavailable", f"{exc}; the verdict was not stored") from exc
+        service.observe_stored(judged, "api")
+        return VerdictCreated.model_validate(judged.response(stored))
+
+    @router.post("/verdicts/acoustic", response_model=VerdictCreated, responses=_ERRORS,
+                 summary="Judge one sound recording",
+                 description="Send a WAV file as multipart field `audio` or as the raw body. Silence, clipping or "
+                             "a wrong sample rate give an INVALID verdict with the reason, never OK or NG.")
+    async def judge_acoustic(
+        request: Request,
+        serial: Annotated[str | None, Query(description="Part serial; generated when absent.")] = None,
+        batch: Annotated[str | None, Query(description="Lot code of the part.")] = None,
+        station_id: Annotated[str | None, Query(alias="station")] = None,
+        model: Annotated[str | None, Query(description="Model name; default: models.acoustic.")] = None,
+    ) -> VerdictCreated:
+        service = inspection()
+        limit = int(station.config.api.max_upload_mb * 1024 * 1024)
+        upload = await read_upload(request, limit, "audio", AUDIO_TYPES, "audio/wav")
+        form = upload.fields
+        model_name = _text(model or form.get("model"), "model") or station.config.models.acoustic
+        if model_name is None:
+            raise ApiError(404, "unknown_model", "this station has no acoustic model (models.acoustic) and none "
+                                                 "was named")
+        part = PartContext(station=_text(station_id or form.get("station"), "station") or station.id, source="api",
+                           serial=_text(serial or form.get("serial"), "serial"),
+                           lot=_text(batch or form.get("batch"), "batch"))
+        try:
+            waveform, rate = await run_in_threadpool(decode_wav, upload.data)
+            judged = await run_in_threadpool(service.judge_audio, waveform, rate, part, model_name)
+        except AudioError as exc:
+            service.metrics.rejected_inputs.labels(exc.reason).inc()
+            raise ApiError(400, exc.reason, str(exc)) from exc
+        except UnknownModelError as exc:
+            raise ApiError(404, "unknown_model", str(exc)) from exc
+        except (ManifestError, ImportError) as exc:
+            raise ApiError(503, "model_unavailable", str(exc)) from exc
+        except StoreUnavailableError as exc:
+            raise ApiError(503, "store_unavailable", str(exc)) from exc
+        try:
+            stored = await asyncio.wrap_future(judged.stored)
+        except StoreUnavailableError as exc:
             raise ApiError(503, "store_unavailable", f"{exc}; the verdict was not stored") from exc
         service.observe_stored(judged, "api")
         return VerdictCreated.model_validate(judged.response(stored))

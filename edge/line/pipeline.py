@@ -14,17 +14,21 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.config import LineSettings, Recipe, StationConfig
-from edge.inspection import Inspection, InspectionService, JudgeOptions, quality_limits
+from edge.decision import combine
+from edge.inspection import InspectionService, JudgeOptions, quality_limits
 from edge.store import NewVerdict, PartContext, StoredVerdict
 from firmware_bridge.handshake import Alarm, Decision, LineBridge, Result, StackLight, Trigger
 from vision.cameras import Camera, CameraError, CameraSettings, Roi
 from vision.sources import Frame
+
+if TYPE_CHECKING:
+    from acoustic.sources import AudioSource
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,9 @@ class PartJob:
     failsafe_sent: bool = False
     verdict_id: int | None = None
     capture_started: float = 0.0
+    expected: frozenset[str] = frozenset({"vision"})  # modalities judged for this part
+    verdicts: dict[str, NewVerdict] = field(default_factory=dict)
+    closed: bool = False  # stored (or given up): later verdicts are stored on their own
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -49,7 +56,7 @@ def camera_settings(recipe: Recipe) -> CameraSettings:
 
 class LinePipeline:
     def __init__(self, config: StationConfig, camera: Camera, bridge: LineBridge,
-                 inspection: InspectionService) -> None:
+                 inspection: InspectionService, microphone: AudioSource | None = None) -> None:
         assert config.line is not None
         self.config = config
         self.line: LineSettings = config.line
@@ -58,6 +65,8 @@ class LinePipeline:
         self.inspection = inspection
         self.metrics = inspection.metrics
         self.station = config.station.id
+        self.microphone = microphone
+        self._listeners = ThreadPoolExecutor(max_workers=4, thread_name_prefix="line-listen")
         default = config.recipe(self.line.default_recipe)
         assert default is not None, "validated by the config"
         self.active_recipe: Recipe = default
@@ -118,6 +127,7 @@ class LinePipeline:
             self._deadline_cv.notify_all()
         for thread in self._threads:
             thread.join(5)
+        self._listeners.shutdown(wait=False, cancel_futures=True)
         self.bridge.stop()
         self.camera.close()
 
@@ -144,6 +154,9 @@ class LinePipeline:
         self._count("triggers")
         recipe = self.config.recipe(trigger.recipe) if trigger.recipe else None
         job = PartJob(trigger, recipe or self.active_recipe, 0.0)
+        if job.recipe.acoustic is not None and self.microphone is not None:
+            job.expected = frozenset({"vision", "acoustic"})
+            self._listeners.submit(self._listen, job)
         # the fail-safe leaves a transport margin early, so the PLC has it by the deadline it measures
         job.deadline = trigger.received_at_monotonic + (job.recipe.deadline_ms - self.line.deadline_margin_ms) / 1000.0
         with self._deadline_cv:
@@ -241,13 +254,59 @@ class LinePipeline:
             with job.lock:
                 late = job.failsafe_sent
             try:
+                if "acoustic" in job.expected:
+                    self._deliver(job, self.inspection.prepare_pixels(frame.pixels, options))
+                    continue
                 inspection = self.inspection.judge_pixels(
                     frame.pixels, self._part(job), options, late=late, actuated=self._failsafe() if late else None)
             except Exception as exc:  # a model failure must still answer the trigger
                 log.exception("judging trigger %d failed", job.trigger.seq)
                 self._give_up(job, "judge_failed", f"judging failed: {exc}")
                 continue
-            inspection.stored.add_done_callback(partial(self._on_stored, job, inspection))
+            inspection.stored.add_done_callback(
+                partial(self._on_stored, job, inspection.verdict.decision, inspection.verdict.late,
+                        [inspection.verdict]))
+
+    def _listen(self, job: PartJob) -> None:
+        """Record this part's sound from its trigger on, judge it, and join the camera's verdict."""
+        settings = job.recipe.acoustic
+        assert settings is not None and self.microphone is not None
+        model = settings.model or self.config.models.acoustic
+        assert model is not None, "validated by the config"
+        started = time.perf_counter()
+        try:
+            inspector = self.inspection.models.acoustic(model)
+            clip = self.microphone.record(settings.record_s or inspector.window_s)
+            result = inspector.judge_clip(clip)
+            verdict = self.inspection.acoustic_verdict(result, inspector, started, clip.duration_s,
+                                                       clip.sample_rate, job.recipe.name)
+        except Exception as exc:  # a dead device or model must still give the part a verdict
+            log.exception("listening to trigger %d failed", job.trigger.seq)
+            verdict = NewVerdict("acoustic", "INVALID", "invalid", None, None, model, None,
+                                 (time.perf_counter() - started) * 1000.0, reason=f"listening failed: {exc}",
+                                 recipe=job.recipe.name)
+        self._deliver(job, verdict)
+
+    def _deliver(self, job: PartJob, verdict: NewVerdict) -> None:
+        """Collect one modality's verdict; store the part once every expected modality has spoken."""
+        with job.lock:
+            if job.closed:
+                complete = None
+            else:
+                job.verdicts[verdict.modality] = verdict
+                complete = dict(job.verdicts) if set(job.verdicts) == job.expected else None
+                if complete is not None:
+                    job.closed = True
+            late = job.failsafe_sent
+        if complete is None:
+            if job.closed and verdict.modality not in job.verdicts:
+                self.inspection.store.record(self._part(job), [replace(verdict, late=True)])
+            return
+        overall = combine({m: v.decision for m, v in complete.items()}, job.recipe.decision_rule)
+        actuated = self._failsafe() if late else overall
+        verdicts = [replace(v, late=late, actuated=actuated) for v in complete.values()]
+        stored = self.inspection.store.record(self._part(job), verdicts, overall)
+        stored.add_done_callback(partial(self._on_stored, job, overall, late, verdicts))
 
     def _deadline_loop(self) -> None:
         while not self._stop.is_set():
@@ -304,8 +363,9 @@ class LinePipeline:
                 del self.trigger_to_result_ms[:5_000]
         return True
 
-    def _on_stored(self, job: PartJob, inspection: Inspection, future: Future[StoredVerdict]) -> None:
-        """Runs on the store writer once the verdict is durable (or failed): actuate, or mark late."""
+    def _on_stored(self, job: PartJob, decision: Decision, recorded_late: bool, verdicts: list[NewVerdict],
+                   future: Future[StoredVerdict]) -> None:
+        """Runs on the store writer once the part is durable (or failed): actuate, or mark it late."""
         try:
             stored = future.result()
         except Exception as exc:
@@ -313,24 +373,28 @@ class LinePipeline:
             self._alarm("store_failed", f"verdict for trigger {job.trigger.seq} not stored: {exc}", "critical")
             return
         job.verdict_id = stored.verdict_id
-        self.inspection.observe_stored(inspection, "line")
+        for verdict in verdicts:
+            self.metrics.verdicts.labels(verdict.modality, verdict.decision, verdict.model_name or "").inc()
         service = time.perf_counter() - job.capture_started
         self.service_time_s += 0.1 * (service - self.service_time_s)
-        decision: Decision = inspection.verdict.decision
-        if inspection.verdict.decision == "INVALID":
+        if decision == "INVALID":
             self._count("invalid")
-        if not self._answer(job, decision) and not inspection.verdict.late:
-            self.inspection.store.mark_late(stored.verdict_id, self._failsafe())
+        if not self._answer(job, decision) and not recorded_late:
+            for offset in range(len(verdicts)):  # the part's verdicts have consecutive ids
+                self.inspection.store.mark_late(stored.verdict_id + offset, self._failsafe())
 
     def _give_up(self, job: PartJob, reason: str, message: str) -> None:
         """Answer with the fail-safe now and store an INVALID verdict saying why."""
-        answered_now = self._answer(job, self._failsafe())
-        if answered_now:
-            self._count("failsafe")
+        with job.lock:
+            job.closed = True
+        missed_deadline = time.monotonic() >= job.deadline
+        answered_now = self._answer(job, self._failsafe(), late=missed_deadline)
+        if answered_now and not missed_deadline:
+            self._count("failsafe")  # (late answers are counted as fail-safe by _answer)
         verdict = NewVerdict(
             modality="vision", decision="INVALID", label=reason, score=None, threshold=None, model_name=None,
             model_version=None, latency_ms=(time.monotonic() - job.trigger.received_at_monotonic) * 1000.0,
-            reason=message, recipe=job.recipe.name, actuated=self._failsafe(), late=not answered_now,
+            reason=message, recipe=job.recipe.name, actuated=self._failsafe(), late=missed_deadline or not answered_now,
         )
         try:
             self.inspection.store.record(self._part(job), [verdict])

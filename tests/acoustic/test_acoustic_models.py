@@ -115,3 +115,19 @@ def test_progress_is_reported(synthetic_clips: dict[str, list[Path]], tmp_path: 
     seen: list[float] = []
     train_acoustic_model(synthetic_clips["normal"][:3], {}, "p", tmp_path, progress=lambda f, _m: seen.append(f))
     assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
+
+
+def test_training_refuses_bad_data(synthetic_clips: dict[str, list[Path]], tmp_path: Path) -> None:
+    from acoustic_synth import write_wav
+
+    from acoustic.training import TrainingDataError
+
+    with pytest.raises(TrainingDataError, match="no normal clips"):
+        train_acoustic_model([], {}, "x", tmp_path / "a")
+    other_rate = write_wav(tmp_path / "44k.wav", machine_sound(5, rate=44100), rate=44100)
+    with pytest.raises(TrainingDataError, match="different sample rates"):
+        train_acoustic_model([synthetic_clips["normal"][0], other_rate], {}, "x", tmp_path / "b")
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"not audio")
+    with pytest.raises(TrainingDataError, match="cannot read"):
+        train_acoustic_model([broken], {}, "x", tmp_path / "c")

@@ -1,0 +1,161 @@
+"""The good-only anomaly model: training, the fused ONNX graph, bad input, integrity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from models.manifest import ManifestError
+from models.runtime import create_session, load_model
+from vision.anomaly import AnomalyParams, TrainingDataError, train_anomaly_model
+from vision.anomaly.calibration import PositionStats, nearest_distances, normalised_scores
+from vision.anomaly.features import FeatureExtractor, image_input
+from vision.anomaly.graph import SearchHead, feature_graph, scoring_graph
+from vision.anomaly.images import image_files
+from vision.preprocess import to_tensor
+
+DATASET = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "magnetic-tile"
+SMALL = AnomalyParams(height=128, width=256, bank_size=400, calibration_images=20)
+
+
+def texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A grey surface with vertical grain, like a ground tile."""
+    columns = rng.normal(120, 12, size=width)
+    image = np.tile(columns, (height, 1)) + rng.normal(0, 6, size=(height, width))
+    return np.clip(cv2.GaussianBlur(image, (3, 3), 0), 0, 255).astype(np.uint8)
+
+
+def with_defect(image: np.ndarray) -> np.ndarray:
+    damaged = image.copy()
+    h, w = damaged.shape[:2]
+    cv2.circle(damaged, (w // 2, h // 2), max(4, min(h, w) // 5), 20, -1)
+    return damaged
+
+
+@pytest.fixture(scope="module")
+def good_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("good")
+    rng = np.random.default_rng(1)
+    files = []
+    for index in range(10):
+        height, width = (int(v) for v in rng.integers(90, 260, size=2))
+        image = texture(rng, height, width)
+        if index % 3 == 0:  # colour files among the grey ones
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        path = folder / f"good_{index}.{'png' if index % 2 else 'jpg'}"
+        cv2.imwrite(str(path), image)
+        files.append(path)
+    cv2.imwrite(str(folder / "tiny.png"), texture(rng, 40, 30))  # far smaller than the model input
+    files.append(folder / "tiny.png")
+    return files
+
+
+@pytest.fixture(scope="module")
+def trained(good_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    folder = good_files[0].parent
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "notes.png").write_text("hello", encoding="utf-8")
+    build = tmp_path_factory.mktemp("build")
+    progress: list[float] = []
+    report = train_anomaly_model([*good_files, folder / "broken.jpg", folder / "notes.png"], {}, "demo-anomaly",
+                                 build, params=SMALL, progress=lambda f, _: progress.append(f))
+    assert progress[0] == 0.0 and progress[-1] == 1.0
+    return build, report
+
+
+def test_training_produces_a_model_that_flags_a_defect(trained: tuple[Path, object], tmp_path: Path) -> None:
+    build, _ = trained
+    model = load_model(build, threads=2)
+    assert model.manifest.kind == "vision-anomaly" and model.manifest.version == 1
+    rng = np.random.default_rng(7)
+    good = texture(rng, 200, 150)
+    good_out = model.run(to_tensor(good, model.manifest.input))
+    bad_out = model.run(to_tensor(with_defect(good), model.manifest.input))
+    assert good_out["score"].shape == (1,) and good_out["score"].dtype == np.float32
+    assert bad_out["anomaly_map"].shape == (1, *SMALL.map_shape)
+    assert float(bad_out["score"][0]) > float(good_out["score"][0]) + 1.0
+    assert float(bad_out["score"][0]) >= model.manifest.threshold
+    # the heat map points at the defect (centre of the image)
+    peak = np.unravel_index(int(np.argmax(bad_out["anomaly_map"][0])), SMALL.map_shape)
+    assert abs(peak[0] - SMALL.map_shape[0] / 2) <= 3 and abs(peak[1] - SMALL.map_shape[1] / 2) <= 3
+
+
+def test_corrupt_files_are_skipped_and_reported(trained: tuple[Path, object]) -> None:
+    _, report = trained
+    skipped = {s.path.name: s.reason for s in report.skipped}  # type: ignore[attr-defined]
+    assert set(skipped) == {"broken.jpg", "notes.png"}
+    assert report.counts["good"] == 11  # type: ignore[attr-defined]
+    manifest = json.loads((trained[0] / "manifest.json").read_text())
+    assert manifest["training"]["data"]["skipped_files"] == 2
+
+
+def test_too_few_good_images_is_a_clear_error(good_files: list[Path], tmp_path: Path) -> None:
+    with pytest.raises(TrainingDataError, match="at least 8"):
+        train_anomaly_model(good_files[:3], {}, "few", tmp_path / "build", params=SMALL)
+
+
+def test_manifest_and_onnx_mismatch_is_refused(trained: tuple[Path, object], tmp_path: Path) -> None:
+    build, _ = trained
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for item in build.iterdir():
+        copy.joinpath(item.name).write_bytes(item.read_bytes())
+    with copy.joinpath("model.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ManifestError, match="sha256"):
+        load_model(copy)
+
+
+def test_onnx_score_equals_numpy_reference(good_files: list[Path], tmp_path: Path) -> None:
+    params = AnomalyParams(height=96, width=128, map_sigma=1.0)
+    spec = image_input(params)
+    extractor = FeatureExtractor(feature_graph(params), tmp_path, threads=1)
+    images = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in good_files[:4]]
+    features = [extractor(to_tensor(image, spec)) for image in images]
+    rng = np.random.default_rng(3)
+    stacked = np.concatenate(features[1:])
+    mean = stacked.mean(axis=0)
+    projection = np.linalg.qr(rng.standard_normal((stacked.shape[1], 16)))[0].astype(np.float32)
+    bank = ((stacked[rng.choice(len(stacked), 100, replace=False)] - mean) @ projection).astype(np.float32)
+    stats = PositionStats(rng.uniform(0.5, 2, params.map_shape).astype(np.float32),
+                          rng.uniform(0.5, 2, params.map_shape).astype(np.float32))
+    head = SearchHead(mean.astype(np.float32), projection, bank, stats.mean, stats.scale)
+    path = tmp_path / "scoring.onnx"
+    onnx.save(scoring_graph(params, head), str(path))
+    session = create_session(path, threads=1)
+    test_image = with_defect(images[0] if images[0].ndim == 2 else cv2.cvtColor(images[0], cv2.COLOR_BGR2GRAY))
+    score, heat_map = session.run(["score", "anomaly_map"], {"image": to_tensor(test_image, spec)})
+    queries = ((extractor(to_tensor(test_image, spec)) - mean) @ projection).astype(np.float32)
+    distances = nearest_distances(queries, bank).reshape(params.map_shape)
+    expected = normalised_scores(distances[None], stats, params.map_sigma)[0]
+    assert score.shape == (1,)
+    assert float(score[0]) == pytest.approx(float(expected), rel=1e-3, abs=1e-3)
+    assert float(heat_map.max()) == pytest.approx(float(score[0]), rel=1e-5)
+
+
+@pytest.mark.skipif(not DATASET.is_dir(), reason="development data (../shared/datasets) not present")
+def test_real_tiles_separate_good_from_defective(tmp_path: Path) -> None:
+    good = sorted((DATASET / "free").glob("*.jpg"))
+    report = train_anomaly_model(good[:12], {}, "tiles", tmp_path / "build",
+                                 params=AnomalyParams(bank_size=1500, calibration_images=12))
+    model = load_model(tmp_path / "build", threads=2)
+
+    def score(path: Path) -> float:
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        return float(model.run(to_tensor(image, model.manifest.input))["score"][0])
+
+    unseen_good = [score(p) for p in good[-10:]]
+    breaks = [score(p) for p in sorted((DATASET / "break").glob("*.jpg"))[:10]]
+    assert np.mean(breaks) > np.mean(unseen_good)
+    assert report.timings_s["total_s"] < 60
+
+
+def test_image_files_leave_out_masks(tmp_path: Path) -> None:
+    for name in ["a.jpg", "a.png", "b.png", "c_mask.png", "c.bmp", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in image_files(tmp_path)] == ["a.jpg", "b.png", "c.bmp"]
