@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .handshake import Alarm, Decision, HandshakeState, LineBridge, Result, StackLight, Trigger
+from .handshake import Alarm, Decision, HandshakeState, LineBridge, Result, StackLight, StackLightSetting, Trigger
 
 if TYPE_CHECKING:
     from .deadline import DeadlineGuard
@@ -30,6 +30,7 @@ __all__ = [
     "Result",
     "SerialBridge",
     "StackLight",
+    "StackLightSetting",
     "Trigger",
 ]
 

@@ -13,7 +13,7 @@ from .handshake import (
     HandshakeState,
     RecipeHandler,
     Result,
-    StackLight,
+    StackLightSetting,
     Trigger,
     TriggerHandler,
 )
@@ -34,6 +34,9 @@ from .registers import (
 )
 
 log = logging.getLogger(__name__)
+
+# Counters every bridge reports, 0 where the transport cannot have them, so dashboards see one shape.
+COMMON_COUNTERS = ("retries", "crc_errors", "resyncs", "rejected_writes", "link_down", "comm_errors")
 
 
 class BridgeCore:
@@ -68,14 +71,15 @@ class BridgeCore:
         ready: bool | None = None,
         busy: bool | None = None,
         error: int | None = None,
-        stack_light: StackLight | None = None,
+        stack_light: StackLightSetting | None = None,
         stop_line: bool | None = None,
     ) -> None:
         self.state.set_status(ready=ready, busy=busy, error=error, stack_light=stack_light, stop_line=stop_line)
         self._status_changed()
 
     def stats(self) -> dict[str, int]:
-        merged = self.state.stats()
+        merged = dict.fromkeys(COMMON_COUNTERS, 0)
+        merged.update(self.state.stats())
         with self._counter_lock:
             merged.update(self._link_counters)
         return merged
@@ -110,14 +114,17 @@ class BridgeCore:
             self._dispatcher.submit(lambda: handler(recipe))
 
     def accept_trigger(self, seq: int, serial: str, lot: str, recipe: int) -> None:
-        """Feed one trigger counter value from the wire; dedup, gap alarms, delivery."""
-        lost_before = self.state.stats()["lost_triggers"]
+        """Feed one trigger counter value from the wire: dedup, gap and reset alarms, delivery."""
+        before = self.state.stats()
         trigger = self.state.accept_trigger(seq, serial, lot, recipe)
-        lost = self.state.stats()["lost_triggers"] - lost_before
+        after = self.state.stats()
+        lost = after["lost_triggers"] - before["lost_triggers"]
         if lost:
             self.alarm(
                 "lost_trigger", f"trigger sequence jumped to {seq}: {lost} trigger(s) never reached the appliance"
             )
+        if after["counter_resets"] > before["counter_resets"]:
+            self.alarm("trigger_counter_reset", f"trigger sequence went back to {seq}: did the PLC restart?")
         if trigger is not None:
             self.deliver_trigger(trigger)
 

@@ -14,7 +14,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from .handshake import AlarmHandler, Decision, LineBridge, RecipeHandler, Result, StackLight, Trigger, TriggerHandler
+from .handshake import (
+    AlarmHandler,
+    Decision,
+    LineBridge,
+    RecipeHandler,
+    Result,
+    StackLightSetting,
+    Trigger,
+    TriggerHandler,
+)
 
 
 class DeadlineGuard:
@@ -72,7 +81,7 @@ class DeadlineGuard:
         ready: bool | None = None,
         busy: bool | None = None,
         error: int | None = None,
-        stack_light: StackLight | None = None,
+        stack_light: StackLightSetting | None = None,
         stop_line: bool | None = None,
     ) -> None:
         self.bridge.set_status(ready=ready, busy=busy, error=error, stack_light=stack_light, stop_line=stop_line)

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 Decision = Literal["OK", "NG", "INVALID", "FAILSAFE"]
 StackLight = Literal["off", "green", "amber", "red"]
+StackLightSetting = Literal["off", "green", "amber", "red", "auto"]  # auto: red on error/stop/link down, etc.
 
 SEQ_MODULO = 1 << 16
 DECISION_CODES: dict[str, int] = {"OK": 1, "NG": 2, "INVALID": 3, "FAILSAFE": 4}
@@ -129,7 +130,7 @@ class LineBridge(Protocol):
         ready: bool | None = None,
         busy: bool | None = None,
         error: int | None = None,
-        stack_light: StackLight | None = None,
+        stack_light: StackLightSetting | None = None,
         stop_line: bool | None = None,
     ) -> None: ...
 
@@ -159,6 +160,7 @@ class _Counters:
     triggers: int = 0
     duplicate_triggers: int = 0
     lost_triggers: int = 0
+    counter_resets: int = 0
     results: int = 0
     rejected_results: int = 0
     acks: int = 0
@@ -201,19 +203,25 @@ class HandshakeState:
     # ----- PLC inputs -------------------------------------------------------------------------
 
     def accept_trigger(self, seq: int, serial: str, lot: str, recipe: int, now: float | None = None) -> Trigger | None:
-        """Register a trigger counter value. Returns the new Trigger, or None for a duplicate/stale one.
+        """Register a trigger counter value. Returns the new Trigger, or None for a duplicate.
 
-        A jump of more than one counts the skipped sequences as lost triggers (see `lost_since`).
+        The same sequence again (or one still waiting for its result) is a duplicate: counted, ignored.
+        A jump forward by more than one counts the skipped sequences as lost triggers. A jump
+        backwards means the PLC restarted its counter (the links below already drop replays): the
+        trigger is accepted and counted in `counter_resets`.
         """
         now = time.monotonic() if now is None else now
         with self._lock:
             last = self._last_trigger_seq
             if last is not None:
                 delta = seq_delta(seq, last)
-                if delta <= 0 or seq in self._open or seq in self._answered_set:
+                if delta == 0 or seq in self._open:
                     self._counters.duplicate_triggers += 1
                     return None
-                if delta > 1:
+                if delta < 0:
+                    self._counters.counter_resets += 1
+                    log.warning("trigger sequence went back %d -> %d: PLC counter restarted", last, seq)
+                elif delta > 1:
                     self._counters.lost_triggers += delta - 1
                     log.warning("trigger sequence jumped %d -> %d: %d trigger(s) lost", last, seq, delta - 1)
             trigger = Trigger(seq, serial, lot, recipe, now)
@@ -316,11 +324,11 @@ class HandshakeState:
         ready: bool | None = None,
         busy: bool | None = None,
         error: int | None = None,
-        stack_light: StackLight | None = None,
+        stack_light: StackLightSetting | None = None,
         stop_line: bool | None = None,
     ) -> None:
-        if stack_light is not None and stack_light not in STACK_LIGHT_CODES:
-            raise ValueError(f"stack_light must be one of {sorted(STACK_LIGHT_CODES)}, got {stack_light!r}")
+        if stack_light is not None and stack_light != "auto" and stack_light not in STACK_LIGHT_CODES:
+            raise ValueError(f"stack_light must be 'auto' or one of {sorted(STACK_LIGHT_CODES)}, got {stack_light!r}")
         if error is not None and not 0 <= error < SEQ_MODULO:
             raise ValueError(f"error code must be 0..65535, got {error}")
         with self._lock:
@@ -330,7 +338,9 @@ class HandshakeState:
                 self._status.busy = busy
             if error is not None:
                 self._status.error = error
-            if stack_light is not None:
+            if stack_light == "auto":
+                self._status.stack_light = None
+            elif stack_light is not None:
                 self._status.stack_light = stack_light
             if stop_line is not None:
                 self._status.stop_line = stop_line

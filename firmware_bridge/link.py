@@ -211,14 +211,22 @@ class ReliableLink:
     def _rx_loop(self) -> None:
         while not self._stopping:
             port = self._port
+            if port is None:
+                self._reopen()
+                continue
             try:
-                data = port.read(max(1, port.in_waiting)) if port is not None else b""
-            except Exception as exc:
+                data = port.read(max(1, port.in_waiting))
+            except Exception as exc:  # device unplugged, port closed under us, ...
                 if self._stopping:
                     return
                 self._count("io_errors")
-                log.warning("%s: read failed: %s", self.name, exc)
-                time.sleep(0.1)
+                log.warning("%s: read failed, reopening the port: %s", self.name, exc)
+                with self._write_lock:
+                    self._port = None
+                try:
+                    port.close()
+                except Exception:
+                    log.debug("%s: close after a read error failed", self.name, exc_info=True)
                 continue
             now = time.monotonic()
             if not data:
@@ -226,6 +234,20 @@ class ReliableLink:
                 continue
             for frame in self.decoder.feed(data, now):
                 self._handle(frame)
+
+    def _reopen(self) -> None:
+        """Try to open the port again (every 0.5 s); queued messages wait, retried once it is back."""
+        time.sleep(0.5)
+        if self._stopping:
+            return
+        try:
+            port = self._open_port()
+        except Exception as exc:
+            log.debug("%s: reopen failed: %s", self.name, exc)
+            return
+        with self._write_lock:
+            self._port = port
+        log.warning("%s: port reopened", self.name)
 
     def _handle(self, frame: Frame) -> None:
         if frame.type == MsgType.ACK:

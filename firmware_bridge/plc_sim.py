@@ -55,7 +55,8 @@ class SimulationReport:
     p99_ms: float
     max_ms: float
     elapsed_s: float
-    achieved_rate_hz: float
+    achieved_rate_hz: float  # triggers fired per second (the PLC's side)
+    throughput_hz: float  # results received per second, first trigger to last result
     decisions: dict[str, int] = field(default_factory=dict)
     unexpected: int = 0  # results for sequences this run never fired
 
@@ -82,6 +83,7 @@ class _Tally:
         self.duplicated = 0
         self.unexpected = 0
         self.late = 0
+        self.last_result_at = 0.0
         self.decisions: Counter[str] = Counter()
         self.all_answered = threading.Event()
 
@@ -100,6 +102,7 @@ class _Tally:
                 self.duplicated += 1
                 return
             self.latency_ms[result.seq] = (at - fired) * 1000
+            self.last_result_at = max(self.last_result_at, at)
             self.decisions[result.decision] += 1
             self.late += result.late
             if len(self.latency_ms) == len(self.fired_at):
@@ -122,6 +125,7 @@ class _Tally:
                 max_ms=round(max(latencies, default=0.0), 3),
                 elapsed_s=round(elapsed_s, 3),
                 achieved_rate_hz=round((fired - 1) / span, 1) if fired > 1 and span > 0 else 0.0,
+                throughput_hz=round(len(latencies) / (self.last_result_at - first_fire), 1) if latencies else 0.0,
                 decisions=dict(self.decisions),
                 unexpected=self.unexpected,
             )
@@ -167,8 +171,6 @@ class ModbusPlc:
     def fire(self, serial_number: str, lot: str, recipe: int) -> int:
         """Latch recipe, lot, serial and the next trigger sequence in one write (FC16)."""
         seq = seq_next(self.trigger_seq)
-        if seq == 0:
-            seq = 1  # the counter skips 0, which the appliance's registers start at
         block = [seq, self.ack_seq, recipe, *encode_text(lot, LOT_REGS), *encode_text(serial_number, SERIAL_REGS)]
         response = self.client.write_registers(REG_TRIGGER_SEQ, block, device_id=self.unit_id)
         if response.isError():
@@ -220,7 +222,7 @@ class SerialPlc:
 
     def fire(self, serial_number: str, lot: str, recipe: int, before_send: Callable[[int], None] | None = None) -> int:
         """Send the next trigger; `before_send(seq)` runs first (so a fast result never beats the bookkeeping)."""
-        seq = seq_next(self.trigger_seq) or 1
+        seq = seq_next(self.trigger_seq)
         if before_send is not None:
             before_send(seq)
         self.link.send(MsgType.TRIGGER, encode_trigger(TriggerMsg(seq, recipe, lot, serial_number)))

@@ -9,7 +9,7 @@ from typing import Any
 import serial
 
 from .core import BridgeCore
-from .framing import Frame, MsgType
+from .framing import MAX_PAYLOAD, OVERHEAD, Frame, MsgType
 from .handshake import ERR_LINK_DOWN, AlarmHandler, RecipeHandler, Result, TriggerHandler
 from .link import ReliableLink
 from .messages import PayloadError, decode_result, decode_trigger, decode_u16, encode_result, encode_status, encode_u16
@@ -32,12 +32,14 @@ class SerialBridge(BridgeCore):
         baudrate: int = 115200,
         *,
         heartbeat_s: float = 1.0,
-        ack_timeout_s: float = 0.05,
+        ack_timeout_s: float | None = None,
         max_retries: int = 5,
         probe_interval_s: float = 0.5,
     ) -> None:
         super().__init__("serial-bridge")
         self.port_url, self.baudrate, self.heartbeat_s = port_url, baudrate, heartbeat_s
+        if ack_timeout_s is None:  # 50 ms plus the wire time of a longest frame out and back
+            ack_timeout_s = 0.05 + 2 * (MAX_PAYLOAD + OVERHEAD) * 10 / baudrate
         self.link = ReliableLink(
             self._open_port,
             self._on_frame,
@@ -56,7 +58,11 @@ class SerialBridge(BridgeCore):
 
     def start(self, on_trigger: TriggerHandler, on_recipe: RecipeHandler, on_alarm: AlarmHandler | None = None) -> None:
         self._start_core(on_trigger, on_recipe, on_alarm)
-        self.link.start()
+        try:
+            self.link.start()
+        except Exception as exc:
+            self._stop_core()
+            raise RuntimeError(f"cannot open serial port {self.port_url!r}: {exc}") from exc
         self._stopping.clear()
         self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop, name="serial-heartbeat", daemon=True)
         self._heartbeat_thread.start()
