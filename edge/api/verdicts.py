@@ -14,7 +14,7 @@ from edge.api.errors import ApiError
 from edge.api.schemas import ErrorResponse, OverrideRequest, VerdictCreated, VerdictPage, VerdictRecord
 from edge.api.upload import AUDIO_TYPES, read_image_upload, read_upload
 from edge.audio import AudioError, decode_wav
-from edge.inspection import InspectionService
+from edge.inspection import Inspection, InspectionService
 from edge.station import Station
 from edge.store import PartContext, StoreError, StoreUnavailableError
 from models.manifest import ManifestError
@@ -33,6 +33,26 @@ def _text(value: str | None, name: str) -> str | None:
     return value
 
 
+def judging_error(exc: Exception) -> ApiError:
+    if isinstance(exc, UnknownModelError):
+        return ApiError(404, "unknown_model", str(exc))
+    if isinstance(exc, StoreUnavailableError):
+        return ApiError(503, "store_unavailable", str(exc))
+    return ApiError(503, "model_unavailable", str(exc))
+
+
+async def acknowledge(service: InspectionService, judged: Inspection) -> VerdictCreated:
+    """Answer only once the verdict is durable; if it cannot be stored, drop its files and say so."""
+    try:
+        stored = await asyncio.wrap_future(judged.stored)
+    except StoreUnavailableError as exc:
+        service.archive.remove(judged.verdict.image_ref)
+        service.archive.remove(judged.verdict.heatmap_ref)
+        raise ApiError(503, "store_unavailable", f"{exc}; the verdict was not stored") from exc
+    service.observe_stored(judged, "api")
+    return VerdictCreated.model_validate(judged.response(stored))
+
+
 def build_router(station: Station) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["verdicts"])
 
@@ -40,6 +60,16 @@ def build_router(station: Station) -> APIRouter:
         if station.inspection is None:
             raise ApiError(503, "not_ready", "the station is not started")
         return station.inspection
+
+    def upload_limit() -> int:
+        return int(station.config.api.max_upload_mb * 1024 * 1024)
+
+    def part_context(form: dict[str, str], serial: str | None, batch: str | None,
+                     station_id: str | None) -> PartContext:
+        """The part's identity from query parameters, else form fields; the station's own id by default."""
+        return PartContext(station=_text(station_id or form.get("station"), "station") or station.id, source="api",
+                           serial=_text(serial or form.get("serial"), "serial"),
+                           lot=_text(batch or form.get("batch"), "batch"))
 
     @router.post("/verdicts/vision", response_model=VerdictCreated, responses=_ERRORS,
                  summary="Judge one image",
@@ -53,34 +83,16 @@ def build_router(station: Station) -> APIRouter:
         model: Annotated[str | None, Query(description="Model name; default: the station's vision model.")] = None,
     ) -> VerdictCreated:
         service = inspection()
-        limit = int(station.config.api.max_upload_mb * 1024 * 1024)
-        upload = await read_image_upload(request, limit)
-        form = upload.fields
-        part = PartContext(
-            station=_text(station_id or form.get("station"), "station") or station.id,
-            source="api",
-            serial=_text(serial or form.get("serial"), "serial"),
-            lot=_text(batch or form.get("batch"), "batch"),
-        )
-        model_name = _text(model or form.get("model"), "model")
+        upload = await read_image_upload(request, upload_limit())
+        part = part_context(upload.fields, serial, batch, station_id)
+        model_name = _text(model or upload.fields.get("model"), "model")
         try:
             judged = await run_in_threadpool(service.judge_bytes, upload.data, part, model_name)
         except ImageError as exc:
             raise ApiError(415 if exc.reason == "unsupported_format" else 400, exc.reason, str(exc)) from exc
-        except UnknownModelError as exc:
-            raise ApiError(404, "unknown_model", str(exc)) from exc
-        except ManifestError as exc:
-            raise ApiError(503, "model_unavailable", str(exc)) from exc
-        except StoreUnavailableError as exc:
-            raise ApiError(503, "store_unavailable", str(exc)) from exc
-        try:
-            stored = await asyncio.wrap_future(judged.stored)
-        except StoreUnavailableError as exc:
-            service.archive.remove(judged.verdict.image_ref)
-            service.archive.remove(judged.verdict.heatmap_ref)
-            raise ApiError(503, "store_unavailable", f"{exc}; the verdict was not stored") from exc
-        service.observe_stored(judged, "api")
-        return VerdictCreated.model_validate(judged.response(stored))
+        except (UnknownModelError, ManifestError, StoreUnavailableError) as exc:
+            raise judging_error(exc) from exc
+        return await acknowledge(service, judged)
 
     @router.post("/verdicts/acoustic", response_model=VerdictCreated, responses=_ERRORS,
                  summary="Judge one sound recording",
@@ -94,34 +106,21 @@ def build_router(station: Station) -> APIRouter:
         model: Annotated[str | None, Query(description="Model name; default: models.acoustic.")] = None,
     ) -> VerdictCreated:
         service = inspection()
-        limit = int(station.config.api.max_upload_mb * 1024 * 1024)
-        upload = await read_upload(request, limit, "audio", AUDIO_TYPES, "audio/wav")
-        form = upload.fields
-        model_name = _text(model or form.get("model"), "model") or station.config.models.acoustic
+        upload = await read_upload(request, upload_limit(), "audio", AUDIO_TYPES, "audio/wav")
+        model_name = _text(model or upload.fields.get("model"), "model") or station.config.models.acoustic
         if model_name is None:
             raise ApiError(404, "unknown_model", "this station has no acoustic model (models.acoustic) and none "
                                                  "was named")
-        part = PartContext(station=_text(station_id or form.get("station"), "station") or station.id, source="api",
-                           serial=_text(serial or form.get("serial"), "serial"),
-                           lot=_text(batch or form.get("batch"), "batch"))
+        part = part_context(upload.fields, serial, batch, station_id)
         try:
             waveform, rate = await run_in_threadpool(decode_wav, upload.data)
             judged = await run_in_threadpool(service.judge_audio, waveform, rate, part, model_name)
         except AudioError as exc:
             service.metrics.rejected_inputs.labels(exc.reason).inc()
             raise ApiError(400, exc.reason, str(exc)) from exc
-        except UnknownModelError as exc:
-            raise ApiError(404, "unknown_model", str(exc)) from exc
-        except (ManifestError, ImportError) as exc:
-            raise ApiError(503, "model_unavailable", str(exc)) from exc
-        except StoreUnavailableError as exc:
-            raise ApiError(503, "store_unavailable", str(exc)) from exc
-        try:
-            stored = await asyncio.wrap_future(judged.stored)
-        except StoreUnavailableError as exc:
-            raise ApiError(503, "store_unavailable", f"{exc}; the verdict was not stored") from exc
-        service.observe_stored(judged, "api")
-        return VerdictCreated.model_validate(judged.response(stored))
+        except (UnknownModelError, ManifestError, ImportError, StoreUnavailableError) as exc:
+            raise judging_error(exc) from exc
+        return await acknowledge(service, judged)
 
     @router.get("/verdicts/{verdict_id}", response_model=VerdictRecord, responses=_ERRORS,
                 summary="One verdict with its part, batch and latest override")
