@@ -63,12 +63,23 @@ def _train_in_child(kind: Kind, examples: dict[str, list[str]], name: str, build
             from acoustic.training import train_acoustic_model
 
             report = train_acoustic_model(good, labelled, name, Path(build_dir), progress=progress)
-        skipped = [(str(path), str(reason)) for path, reason in getattr(report, "skipped", [])]
-        messages.put(("done", report.manifest.model_dump_json(), skipped))
+        messages.put(("done", report.manifest.model_dump_json(), _skipped(report)))
     except ValueError as exc:  # the training modules raise ValueError subclasses for bad data
         messages.put(("error", str(exc)))
     except Exception as exc:
         messages.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _skipped(report: Any) -> list[tuple[str, str]]:
+    """Files the training could not use, as (path, reason), whatever shape the report keeps them in."""
+    skipped = []
+    for item in getattr(report, "skipped", None) or []:
+        if hasattr(item, "path"):
+            skipped.append((str(item.path), str(getattr(item, "reason", ""))))
+        else:
+            path, reason = item
+            skipped.append((str(path), str(reason)))
+    return skipped
 
 
 def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: ModelRegistry, *,

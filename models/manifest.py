@@ -37,7 +37,13 @@ class ImageInput(_Strict):
     height: int = Field(gt=0)
     width: int = Field(gt=0)
     channels: Literal[1, 3] = Field(description="1 = grey, 3 = RGB (grey images are replicated).")
-    resize: Literal["stretch"] = Field("stretch", description="How the image is fitted to width x height.")
+    resize: Literal["stretch", "fit"] = Field(
+        "stretch",
+        description=(
+            "How the image is fitted to width x height: 'stretch' scales each axis to size; 'fit' keeps "
+            "the aspect ratio (the longer side fills the input) and fills the rest by mirroring the image."
+        ),
+    )
     interpolation: Literal["area", "linear", "cubic"] = "area"
     layout: Literal["NCHW", "NHWC"] = "NCHW"
     dtype: Literal["float32", "uint8"] = "float32"

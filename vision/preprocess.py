@@ -26,15 +26,36 @@ def to_channels(image: npt.NDArray[np.uint8], channels: int) -> npt.NDArray[np.u
 
 
 def fit(image: npt.NDArray[np.uint8], spec: ImageInput) -> npt.NDArray[np.uint8]:
-    """Resize an HxWxC image to the model's width x height."""
+    """Resize an HxWxC image to the model's width x height (stretched, or aspect kept and mirrored)."""
     h, w = image.shape[:2]
     if (h, w) == (spec.height, spec.width):
         return image
+    if spec.resize == "fit":
+        return _fit_keeping_aspect(image, spec)
+    return _resize(image, spec.width, spec.height, spec)
+
+
+def _resize(image: npt.NDArray[np.uint8], width: int, height: int, spec: ImageInput) -> npt.NDArray[np.uint8]:
+    h, w = image.shape[:2]
     interpolation = _INTERPOLATION[spec.interpolation]
-    if spec.interpolation == "area" and (h < spec.height or w < spec.width):
+    if spec.interpolation == "area" and (h < height or w < width):
         interpolation = cv2.INTER_LINEAR  # INTER_AREA is meant for shrinking
-    resized = cv2.resize(image, (spec.width, spec.height), interpolation=interpolation)
+    resized = cv2.resize(image, (width, height), interpolation=interpolation)
     pixels: npt.NDArray[np.uint8] = np.asarray(resized, dtype=np.uint8)
+    return pixels if pixels.ndim == 3 else pixels[:, :, None]
+
+
+def _fit_keeping_aspect(image: npt.NDArray[np.uint8], spec: ImageInput) -> npt.NDArray[np.uint8]:
+    """Scale so the image just fits, then fill the margins with its mirror image."""
+    h, w = image.shape[:2]
+    factor = min(spec.height / h, spec.width / w)
+    new_h = min(spec.height, max(2, round(h * factor)))
+    new_w = min(spec.width, max(2, round(w * factor)))
+    resized = _resize(image, new_w, new_h, spec)
+    top, left = (spec.height - new_h) // 2, (spec.width - new_w) // 2
+    padded = cv2.copyMakeBorder(resized, top, spec.height - new_h - top, left, spec.width - new_w - left,
+                                cv2.BORDER_REFLECT_101)
+    pixels: npt.NDArray[np.uint8] = np.asarray(padded, dtype=np.uint8)
     return pixels if pixels.ndim == 3 else pixels[:, :, None]
 
 

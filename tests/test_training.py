@@ -1,0 +1,88 @@
+"""Retraining on the station: CLI train -> register -> promote -> predict -> rollback, a cancelled
+run that leaves nothing, and training data a technician can act on. Real training code throughout."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from modelkit import dark_part
+from support import write_station_config
+from test_service_live import run_cli
+
+from edge.training import TrainingCancelled, TrainingError, train
+from models.registry import ModelRegistry
+
+
+def part_folder(folder: Path, count: int, spot: bool = False, size: tuple[int, int] = (96, 160)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        cv2.imwrite(str(folder / f"p{i:03d}.png"), dark_part(size=size, spot=spot, seed=i))
+    return folder
+
+
+def test_train_vision_registers_promotes_and_predicts(tmp_path: Path) -> None:
+    config = write_station_config(tmp_path)
+    good = part_folder(tmp_path / "good", 16)
+    (good / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    spots = part_folder(tmp_path / "spot", 4, spot=True)
+    trained = run_cli("train", "vision", "--good", str(good), "--defect", str(spots), "--name", "parts",
+                      "--config", str(config))
+    assert trained.returncode == 0, trained.stderr
+    assert "parts v1 registered and promoted" in trained.stdout
+    assert "broken.jpg" in trained.stderr, "unreadable files are skipped and reported"
+    listing = run_cli("models", "list", "--config", str(config)).stdout
+    assert "* parts" in listing and "vision-anomaly" in listing
+
+    probe_ok, probe_ng = tmp_path / "ok.png", tmp_path / "ng.png"
+    cv2.imwrite(str(probe_ok), dark_part(size=(96, 160), seed=99))
+    cv2.imwrite(str(probe_ng), dark_part(size=(96, 160), spot=True, seed=98))
+    predicted = run_cli("predict", "vision", "--model", "parts", "--json", str(probe_ok), str(probe_ng),
+                        "--config", str(config))
+    lines = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert [line["path"] for line in lines] == [str(probe_ok), str(probe_ng)]
+    assert lines[1]["score"] > lines[0]["score"], "the part with a defect scores higher"
+    assert lines[1]["decision"] == "NG" and {"decision", "label", "score"} <= set(lines[0])
+
+    again = run_cli("train", "vision", "--good", str(good), "--name", "parts", "--config", str(config))
+    assert "parts v2 registered and promoted" in again.stdout
+    assert "rolled back to v1" in run_cli("models", "rollback", "parts", "--config", str(config)).stdout
+
+
+def test_too_few_images_says_how_many_are_needed(tmp_path: Path) -> None:
+    config = write_station_config(tmp_path)
+    result = run_cli("train", "vision", "--good", str(part_folder(tmp_path / "few", 3)), "--name", "few",
+                     "--config", str(config))
+    assert result.returncode == 2 and "training failed" in result.stderr and "at least" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert ModelRegistry(tmp_path / "data" / "models", bundled_root=None).names() == ["bright-spot"]
+
+
+def test_a_cancelled_run_registers_nothing_and_leaves_no_build(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models", bundled_root=None)
+    good = sorted(part_folder(tmp_path / "good", 30, size=(400, 600)).glob("*.png"))
+    cancel = threading.Event()
+    progress: list[str] = []
+
+    def cancel_soon(fraction: float, message: str) -> None:
+        progress.append(message)
+        cancel.set()
+
+    started = time.monotonic()
+    with pytest.raises(TrainingCancelled):
+        train("vision", {"good": good}, "cancelled", registry, progress=cancel_soon, cancel=cancel)
+    assert time.monotonic() - started < 30 and progress
+    assert registry.names() == [] and not list((tmp_path / "models").glob(".build-*"))
+
+
+def test_bad_training_data_is_a_training_error(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models", bundled_root=None)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    with pytest.raises(TrainingError, match="at least"):
+        train("vision", {"good": [junk] * 10}, "junk", registry)
+    assert registry.names() == []

@@ -1,0 +1,54 @@
+"""Reading training images: decode what can be decoded, report the rest with a reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from vision.images import ImageError, read_image_file
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: Path
+    reason: str
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly inside a folder, sorted by name.
+
+    Defect masks are left out: a ``.png`` beside an image of the same name with another suffix
+    (``a.jpg`` + ``a.png``, as in the magnetic-tile data), and files named ``*_mask.*``.
+    """
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    stems_of_others = {p.stem for p in files if p.suffix.lower() != ".png"}
+    return sorted(p for p in files
+                  if not p.stem.endswith("_mask") and not (p.suffix.lower() == ".png" and p.stem in stems_of_others))
+
+
+def read_training_image(path: Path) -> npt.NDArray[np.uint8]:
+    """Decode one file to uint8 (HxW grey or HxWx3 BGR), with the decoder the service uses."""
+    return read_image_file(path).pixels
+
+
+def read_training_images(paths: list[Path]) -> tuple[list[tuple[Path, npt.NDArray[np.uint8]]], list[SkippedFile]]:
+    """Decode every file; unreadable, corrupt or unsupported ones are returned as skipped with why."""
+    images: list[tuple[Path, npt.NDArray[np.uint8]]] = []
+    skipped: list[SkippedFile] = []
+    for path in paths:
+        try:
+            pixels = read_training_image(path)
+        except ImageError as exc:
+            skipped.append(SkippedFile(path, str(exc)))
+            continue
+        if min(pixels.shape[:2]) < 8:
+            size = f"{pixels.shape[1]}x{pixels.shape[0]}"
+            skipped.append(SkippedFile(path, f"image is only {size} px (at least 8x8 needed)"))
+            continue
+        images.append((path, pixels))
+    return images, skipped

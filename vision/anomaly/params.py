@@ -1,0 +1,47 @@
+"""The knobs of the good-only anomaly model, kept in one place and recorded in the manifest."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+# Backbone outputs (see models/backbones/lite0_features.json) and their strides.
+LAYER_STRIDES = {"stage2_s4": 4, "stage3_s8": 8, "stage4_s16": 16, "stage5_s16": 16}
+
+
+@dataclass(frozen=True)
+class AnomalyParams:
+    """How images become patch features, how large the memory bank is, how scores are calibrated."""
+
+    height: int = 256  # model input, multiple of 32
+    width: int = 512  # tiles are often wide with vertical grain: keep horizontal detail
+    resize: Literal["stretch", "fit"] = "stretch"  # see models.manifest.ImageInput.resize
+    layers: tuple[str, ...] = ("stage3_s8", "stage5_s16")  # the first sets the map resolution
+    map_stride_override: int = 16  # map stride (0 = the first layer's); finer layers are max-pooled
+    pad: int = 0  # reflect padding around the image before the backbone, cropped off after
+    aggregate: int = 3  # local neighbourhood (k x k mean) of each feature map
+    standardize: bool = True  # per-image brightness/contrast normalisation inside the graph
+    projection_dims: int = 32  # PCA dimensions of the patch features (0 = keep all)
+    bank_size: int = 12000  # memory bank patches after coreset reduction
+    coreset_dims: int = 24  # dimensions used to pick the coreset
+    coreset: str = "greedy"  # "greedy" (approximate k-centre) or "random" (the textbook baseline)
+    position_norm: bool = True  # normalise each map cell by the good parts' typical distance there
+    flips: bool = True  # add horizontally/vertically flipped copies of the good images
+    flip_below: int = 50  # ... only while there are fewer good images than this
+    map_sigma: float = 1.0  # Gaussian smoothing of the anomaly map (in map cells)
+    calibration_images: int = 120  # at most this many leave-one-out images for calibration
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def map_stride(self) -> int:
+        return self.map_stride_override or LAYER_STRIDES[self.layers[0]]
+
+    @property
+    def map_shape(self) -> tuple[int, int]:
+        return self.height // self.map_stride, self.width // self.map_stride
+
+    def as_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["layers"] = list(self.layers)
+        return values

@@ -1,0 +1,196 @@
+"""Train a good-only anomaly model (PatchCore family) into a self-contained ONNX + manifest."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+
+from models.manifest import ONNX_FILE, Manifest, TrainingInfo, sha256_of, write_manifest
+from vision.anomaly.calibration import (
+    PositionStats,
+    auroc,
+    good_only_threshold,
+    nearest_distances,
+    normalised_scores,
+    position_stats,
+    tuned_threshold,
+)
+from vision.anomaly.coreset import greedy_coreset
+from vision.anomaly.features import FeatureExtractor, image_input
+from vision.anomaly.graph import MAP_NAME, SCORE_NAME, SearchHead, feature_graph, scoring_graph
+from vision.anomaly.images import SkippedFile, read_training_images
+from vision.anomaly.params import AnomalyParams
+
+MIN_GOOD_IMAGES = 8
+Progress = Callable[[float, str], None]
+FloatArray = npt.NDArray[np.float32]
+
+
+class TrainingDataError(ValueError):
+    """The training data cannot produce a model (too few usable images, ...)."""
+
+
+@dataclass
+class TrainingReport:
+    manifest: Manifest
+    build_dir: Path
+    skipped: list[SkippedFile]
+    counts: dict[str, int]
+    timings_s: dict[str, float]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _fit_projection(samples: FloatArray, dims: int) -> tuple[FloatArray, FloatArray]:
+    """Mean and the top-``dims`` principal axes [C, dims] of patch features (identity if dims=0)."""
+    mean = samples.mean(axis=0).astype(np.float32)
+    channels = samples.shape[1]
+    if dims <= 0 or dims >= channels:
+        return mean, np.eye(channels, dtype=np.float32)
+    centred = (samples - mean).astype(np.float64)
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred)
+    top = np.argsort(eigenvalues)[::-1][:dims]
+    return mean, np.ascontiguousarray(eigenvectors[:, top], dtype=np.float32)
+
+
+def _calibration_maps(features: list[FloatArray], indices: list[int], bank: FloatArray,
+                      owners: npt.NDArray[np.int64], map_shape: tuple[int, int]) -> FloatArray:
+    """Leave-one-image-out distance maps of the given training images."""
+    maps = [nearest_distances(features[i], bank, excluded=owners == i).reshape(map_shape) for i in indices]
+    return np.asarray(maps, np.float32)
+
+
+def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: str, build_dir: Path, *,
+                        threads: int = 2, progress: Progress | None = None,
+                        params: AnomalyParams | None = None) -> TrainingReport:
+    """Build ``build_dir/model.onnx`` and ``build_dir/manifest.json`` from good images (and defects).
+
+    Defect images, when given, only tune the threshold and are reported in the metrics.
+    Raises TrainingDataError when fewer than MIN_GOOD_IMAGES good images can be read.
+    """
+    params = params or AnomalyParams()
+    report_progress: Progress = progress or (lambda fraction, message: None)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    build_dir.mkdir(parents=True, exist_ok=True)
+
+    report_progress(0.0, f"reading {len(good)} good images")
+    good_images, skipped = read_training_images(list(good))
+    if len(good_images) < MIN_GOOD_IMAGES:
+        raise TrainingDataError(
+            f"only {len(good_images)} usable good image(s) out of {len(good)} "
+            f"({len(skipped)} skipped as unreadable or corrupt); at least {MIN_GOOD_IMAGES} are needed, "
+            "and 25 or more give a reliable model")
+    defect_images: dict[str, list[npt.NDArray[np.uint8]]] = {}
+    for label, paths in defects.items():
+        readable, unreadable = read_training_images(list(paths))
+        skipped.extend(unreadable)
+        if readable:
+            defect_images[label] = [pixels for _, pixels in readable]
+    timings["read_s"] = time.perf_counter() - started
+
+    spec = image_input(params)
+    flips = params.flips and len(good_images) < params.flip_below
+    with tempfile.TemporaryDirectory(prefix="anomaly-") as work:
+        extractor = FeatureExtractor(feature_graph(params), Path(work), threads)
+        count = len(good_images)
+        per_image = extractor.extract(
+            (pixels for _, pixels in good_images), spec, flips,
+            lambda done: report_progress(0.05 + 0.55 * done / count, f"features {done}/{count}"))
+        timings["features_s"] = time.perf_counter() - started - timings["read_s"]
+
+        mark = time.perf_counter()
+        report_progress(0.6, "selecting the memory bank")
+        rng = np.random.default_rng(params.seed)
+        all_features = np.concatenate([np.concatenate(variants) for variants in per_image])
+        owners_all = np.concatenate([np.full(sum(len(v) for v in variants), i, np.int64)
+                                     for i, variants in enumerate(per_image)])
+        sample = all_features[rng.choice(len(all_features), min(len(all_features), 100_000), replace=False)]
+        mean, projection = _fit_projection(sample, params.projection_dims)
+        projected = np.empty((len(all_features), projection.shape[1]), np.float32)
+        for start in range(0, len(all_features), 65536):
+            projected[start:start + 65536] = (all_features[start:start + 65536] - mean) @ projection
+        del all_features
+        if params.coreset == "random":
+            chosen = rng.choice(len(projected), min(len(projected), params.bank_size), replace=False)
+        else:
+            chosen = greedy_coreset(projected, params.bank_size, params.coreset_dims, seed=params.seed)
+        bank = np.ascontiguousarray(projected[chosen])
+        owners = owners_all[chosen]
+        del projected
+        timings["coreset_s"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        report_progress(0.8, "calibrating on held-out good images")
+        originals = [((variants[0] - mean) @ projection).astype(np.float32) for variants in per_image]
+        calibration = sorted(rng.choice(count, min(count, params.calibration_images), replace=False).tolist())
+        maps = _calibration_maps(originals, calibration, bank, owners, params.map_shape)
+        stats = position_stats(maps, symmetric=flips) if params.position_norm else PositionStats(
+            np.zeros(params.map_shape, np.float32), np.ones(params.map_shape, np.float32))
+        good_scores = normalised_scores(maps, stats, params.map_sigma)
+        threshold = good_only_threshold(good_scores)
+        metrics: dict[str, Any] = {
+            "calibration_images": len(calibration),
+            "calibration_good_score_median": float(np.median(good_scores)),
+            "calibration_good_score_max": float(good_scores.max()),
+            "good_only_threshold": threshold,
+        }
+        if defect_images:
+            threshold, defect_metrics = _tune_with_defects(
+                defect_images, extractor, spec, mean, projection, bank, stats, params, good_scores)
+            metrics.update(defect_metrics)
+        metrics["calibration_false_reject_rate"] = float((good_scores >= threshold).mean())
+        timings["calibration_s"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    report_progress(0.9, "writing the ONNX model")
+    head = SearchHead(mean, projection, bank, stats.mean, stats.scale)
+    onnx_path = build_dir / ONNX_FILE
+    onnx.save(scoring_graph(params, head), str(onnx_path))
+    timings["export_s"] = time.perf_counter() - mark
+    timings["total_s"] = time.perf_counter() - started
+    counts = {"good": count, "good_variants": count * (4 if flips else 1), "bank": len(bank),
+              "skipped": len(skipped)} | {f"defect_{label}": len(v) for label, v in defect_images.items()}
+    manifest = Manifest(
+        name=name, version=1, kind="vision-anomaly",
+        description="Good-only anomaly model (PatchCore family) on EfficientNet-Lite0 features",
+        onnx_sha256=sha256_of(onnx_path), input=spec,
+        outputs={"score": SCORE_NAME, "anomaly_map": MAP_NAME},
+        labels=["good", "anomalous"], ok_labels=["good"], threshold=float(threshold), metrics=metrics,
+        training=TrainingInfo(
+            data={"good_images": count, "defect_images": {k: len(v) for k, v in defect_images.items()},
+                  "skipped_files": len(skipped)},
+            duration_s=round(timings["total_s"], 2), tool="vision.anomaly.train_anomaly_model",
+            params=params.as_dict()))
+    write_manifest(build_dir, manifest)
+    report_progress(1.0, "done")
+    return TrainingReport(manifest, build_dir, skipped, counts, timings, metrics)
+
+
+def _tune_with_defects(defect_images: dict[str, list[npt.NDArray[np.uint8]]], extractor: FeatureExtractor,
+                       spec: Any, mean: FloatArray, projection: FloatArray, bank: FloatArray,
+                       stats: PositionStats, params: AnomalyParams,
+                       good_scores: FloatArray) -> tuple[float, dict[str, Any]]:
+    """Score the defect images and move the threshold to where it separates best."""
+    scores: dict[str, FloatArray] = {}
+    for label, images in defect_images.items():
+        per_image = extractor.extract(images, spec, flips=False)
+        maps = np.asarray([nearest_distances(((v[0] - mean) @ projection).astype(np.float32), bank)
+                           .reshape(params.map_shape) for v in per_image], np.float32)
+        scores[label] = normalised_scores(maps, stats, params.map_sigma)
+    every = np.concatenate(list(scores.values()))
+    threshold = tuned_threshold(good_scores, every)
+    metrics = {
+        "defect_tuned_threshold": threshold,
+        "train_auroc": auroc(good_scores, every),
+        "train_miss_rate": float((every < threshold).mean()),
+        "train_auroc_per_label": {label: auroc(good_scores, s) for label, s in scores.items()},
+    }
+    return threshold, metrics
