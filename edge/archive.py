@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,6 +29,8 @@ class ImageArchive:
         self.keep_days = keep_days
         self.skipped_low_disk = 0
         self.removed_files = 0
+        self.failed_writes = 0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-writer")
 
     def wants(self, decision: str) -> bool:
         return self.policy == "all" or (self.policy == "ng" and decision in ("NG", "INVALID"))
@@ -50,6 +53,21 @@ class ImageArchive:
         """Write raw bytes, or pixels as PNG, to a reserved path."""
         if path is not None:
             path.write_bytes(data if isinstance(data, bytes) else encode_png(data))
+
+    def write_later(self, files: list[tuple[Path, bytes | npt.NDArray[np.uint8]]]) -> Future[None]:
+        """Encode and write in the background, off the inspection path; the Future says when done."""
+        def write_all() -> None:
+            for path, data in files:
+                try:
+                    self.write(path, data)
+                except OSError as exc:
+                    self.failed_writes += 1
+                    log.error("image archive write of %s failed: %s", path, exc)
+
+        return self._writer.submit(write_all)
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
 
     def enforce_retention(self, now: datetime | None = None) -> int:
         """Delete day folders older than ``keep_days``, then the oldest images while free space is

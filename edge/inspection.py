@@ -38,6 +38,7 @@ class Inspection:
     verdict: NewVerdict
     stored: Future[StoredVerdict]
     started: float
+    files_written: Future[None] | None = None
 
     def response(self, stored: StoredVerdict) -> dict[str, Any]:
         v = self.verdict
@@ -182,15 +183,13 @@ class InspectionService:
                 heatmap_path = self.archive.reserve("png")
         verdict = self._vision_verdict(result, details, options, started, image_path, heatmap_path, late, actuated)
         stored = self.store.record(part, [verdict])
-        # the files are written while the writer commits; the caller waits for both
-        try:
-            self.archive.write(image_path, original[0] if original is not None else pixels)
-            if heatmap_path is not None and result.anomaly_map is not None:
-                self.archive.write(heatmap_path, heatmap_image(result.anomaly_map, result.threshold))
-        except OSError as exc:
-            self.metrics.source_errors.labels(part.source, "archive_write_failed").inc()
-            log.error("image archive write failed for a %s verdict: %s", result.decision, exc)
-        return Inspection(result, verdict, stored, started)
+        files: list[tuple[Path, bytes | npt.NDArray[np.uint8]]] = []
+        if image_path is not None:
+            files.append((image_path, original[0] if original is not None else pixels))
+        if heatmap_path is not None and result.anomaly_map is not None:
+            files.append((heatmap_path, heatmap_image(result.anomaly_map, result.threshold)))
+        written = self.archive.write_later(files) if files else None  # while the store commits
+        return Inspection(result, verdict, stored, started, written)
 
     def observe_stored(self, inspection: Inspection, source: str) -> None:
         v = inspection.verdict

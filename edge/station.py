@@ -222,3 +222,5 @@ class Station:
             self.models.stop()
         if self.store is not None:
             self.store.close()
+        if self.inspection is not None:
+            self.inspection.archive.close()

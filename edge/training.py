@@ -55,10 +55,15 @@ def _train_in_child(kind: Kind, examples: dict[str, list[str]], name: str, build
         good_key = "good" if kind == "vision" else "normal"
         good = [Path(p) for p in examples.pop(good_key)]
         labelled = {label: [Path(p) for p in paths] for label, paths in examples.items()}
-        if kind == "vision":
+        if kind == "vision" and labelled:
+            # labelled defect folders: a supervised classifier whose labels are the folder names
+            from vision.classifier.train import train_classifier_model
+
+            report: Any = train_classifier_model(good, labelled, name, Path(build_dir), progress=progress)
+        elif kind == "vision":
             from vision.anomaly import train_anomaly_model
 
-            report: Any = train_anomaly_model(good, labelled, name, Path(build_dir), progress=progress)
+            report = train_anomaly_model(good, labelled, name, Path(build_dir), progress=progress)
         else:
             from acoustic.training import train_acoustic_model
 

@@ -30,13 +30,14 @@ def test_train_vision_registers_promotes_and_predicts(tmp_path: Path) -> None:
     good = part_folder(tmp_path / "good", 16)
     (good / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     spots = part_folder(tmp_path / "spot", 4, spot=True)
+    (spots / "p000_mask.png").write_bytes((spots / "p000.png").read_bytes())  # masks are not training images
     trained = run_cli("train", "vision", "--good", str(good), "--defect", str(spots), "--name", "parts",
                       "--config", str(config))
     assert trained.returncode == 0, trained.stderr
     assert "parts v1 registered and promoted" in trained.stdout
     assert "broken.jpg" in trained.stderr, "unreadable files are skipped and reported"
     listing = run_cli("models", "list", "--config", str(config)).stdout
-    assert "* parts" in listing and "vision-anomaly" in listing
+    assert "* parts" in listing and "vision-classifier" in listing, "labelled defects make a classifier"
 
     probe_ok, probe_ng = tmp_path / "ok.png", tmp_path / "ng.png"
     cv2.imwrite(str(probe_ok), dark_part(size=(96, 160), seed=99))
@@ -46,10 +47,12 @@ def test_train_vision_registers_promotes_and_predicts(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in predicted.stdout.splitlines()]
     assert [line["path"] for line in lines] == [str(probe_ok), str(probe_ng)]
     assert lines[1]["score"] > lines[0]["score"], "the part with a defect scores higher"
-    assert lines[1]["decision"] == "NG" and {"decision", "label", "score"} <= set(lines[0])
+    assert lines[1]["decision"] == "NG" and lines[1]["label"] == "spot", "NG carries the defect folder's label"
+    assert {"decision", "label", "score"} <= set(lines[0])
 
     again = run_cli("train", "vision", "--good", str(good), "--name", "parts", "--config", str(config))
     assert "parts v2 registered and promoted" in again.stdout
+    assert "vision-anomaly" in run_cli("models", "show", "parts", "--config", str(config)).stdout
     assert "rolled back to v1" in run_cli("models", "rollback", "parts", "--config", str(config)).stdout
 
 
@@ -86,3 +89,25 @@ def test_bad_training_data_is_a_training_error(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="at least"):
         train("vision", {"good": [junk] * 10}, "junk", registry)
     assert registry.names() == []
+
+
+def test_train_and_predict_acoustic_from_the_command_line(tmp_path: Path) -> None:
+    pytest.importorskip("librosa", reason="the audio extra is not installed")
+    from acoustic_synth import machine_sound, write_wav
+
+    config = write_station_config(tmp_path)
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    for i in range(6):
+        write_wav(normal / f"n{i}.wav", machine_sound(i))
+    fresh = write_wav(tmp_path / "fresh.wav", machine_sound(50))
+    faulty = write_wav(tmp_path / "bearing.wav", machine_sound(150, fault="bearing"))
+    trained = run_cli("train", "acoustic", "--normal", str(normal), "--name", "pump", "--config", str(config))
+    assert trained.returncode == 0 and "pump v1 registered and promoted" in trained.stdout, trained.stderr
+    predicted = run_cli("predict", "acoustic", "--model", "pump", "--json", str(fresh), str(faulty),
+                        "--config", str(config))
+    lines = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert [(line["path"], line["decision"]) for line in lines] == [(str(fresh), "OK"), (str(faulty), "NG")]
+    assert lines[1]["score"] > lines[0]["score"] and lines[0]["label"]
+    missing = run_cli("train", "acoustic", "--normal", str(tmp_path / "none"), "--name", "x", "--config", str(config))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

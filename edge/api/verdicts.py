@@ -6,7 +6,7 @@ import asyncio
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
@@ -33,6 +33,19 @@ def _text(value: str | None, name: str) -> str | None:
     return value
 
 
+class PartQuery:
+    """Traceability fields of a judged part, as query parameters (form fields are read too)."""
+
+    def __init__(
+        self,
+        serial: Annotated[str | None, Query(description="Part serial; generated when absent.")] = None,
+        batch: Annotated[str | None, Query(description="Lot code; the open batch of that lot, opened if new.")] = None,
+        station: Annotated[str | None, Query(description="Station id; default: this station's.")] = None,
+        model: Annotated[str | None, Query(description="Model name; default: the station's model.")] = None,
+    ) -> None:
+        self.serial, self.batch, self.station, self.model = serial, batch, station, model
+
+
 def judging_error(exc: Exception) -> ApiError:
     if isinstance(exc, UnknownModelError):
         return ApiError(404, "unknown_model", str(exc))
@@ -49,6 +62,8 @@ async def acknowledge(service: InspectionService, judged: Inspection) -> Verdict
         service.archive.remove(judged.verdict.image_ref)
         service.archive.remove(judged.verdict.heatmap_ref)
         raise ApiError(503, "store_unavailable", f"{exc}; the verdict was not stored") from exc
+    if judged.files_written is not None:
+        await asyncio.wrap_future(judged.files_written)  # the image can be fetched once answered
     service.observe_stored(judged, "api")
     return VerdictCreated.model_validate(judged.response(stored))
 
@@ -64,28 +79,21 @@ def build_router(station: Station) -> APIRouter:
     def upload_limit() -> int:
         return int(station.config.api.max_upload_mb * 1024 * 1024)
 
-    def part_context(form: dict[str, str], serial: str | None, batch: str | None,
-                     station_id: str | None) -> PartContext:
+    def part_context(form: dict[str, str], query: PartQuery) -> PartContext:
         """The part's identity from query parameters, else form fields; the station's own id by default."""
-        return PartContext(station=_text(station_id or form.get("station"), "station") or station.id, source="api",
-                           serial=_text(serial or form.get("serial"), "serial"),
-                           lot=_text(batch or form.get("batch"), "batch"))
+        return PartContext(station=_text(query.station or form.get("station"), "station") or station.id,
+                           source="api", serial=_text(query.serial or form.get("serial"), "serial"),
+                           lot=_text(query.batch or form.get("batch"), "batch"))
 
     @router.post("/verdicts/vision", response_model=VerdictCreated, responses=_ERRORS,
                  summary="Judge one image",
                  description="Send the image as multipart field `image`, or as the raw body (JPEG, PNG, BMP, "
                              "TIFF; 8-bit grey or colour). Returns once the verdict is durable.")
-    async def judge_vision(
-        request: Request,
-        serial: Annotated[str | None, Query(description="Part serial; generated when absent.")] = None,
-        batch: Annotated[str | None, Query(description="Lot code; the open batch of that lot, opened if new.")] = None,
-        station_id: Annotated[str | None, Query(alias="station", description="Station id; default: this one.")] = None,
-        model: Annotated[str | None, Query(description="Model name; default: the station's vision model.")] = None,
-    ) -> VerdictCreated:
+    async def judge_vision(request: Request, query: Annotated[PartQuery, Depends()]) -> VerdictCreated:
         service = inspection()
         upload = await read_image_upload(request, upload_limit())
-        part = part_context(upload.fields, serial, batch, station_id)
-        model_name = _text(model or upload.fields.get("model"), "model")
+        part = part_context(upload.fields, query)
+        model_name = _text(query.model or upload.fields.get("model"), "model")
         try:
             judged = await run_in_threadpool(service.judge_bytes, upload.data, part, model_name)
         except ImageError as exc:
@@ -98,20 +106,14 @@ def build_router(station: Station) -> APIRouter:
                  summary="Judge one sound recording",
                  description="Send a WAV file as multipart field `audio` or as the raw body. Silence, clipping or "
                              "a wrong sample rate give an INVALID verdict with the reason, never OK or NG.")
-    async def judge_acoustic(
-        request: Request,
-        serial: Annotated[str | None, Query(description="Part serial; generated when absent.")] = None,
-        batch: Annotated[str | None, Query(description="Lot code of the part.")] = None,
-        station_id: Annotated[str | None, Query(alias="station")] = None,
-        model: Annotated[str | None, Query(description="Model name; default: models.acoustic.")] = None,
-    ) -> VerdictCreated:
+    async def judge_acoustic(request: Request, query: Annotated[PartQuery, Depends()]) -> VerdictCreated:
         service = inspection()
         upload = await read_upload(request, upload_limit(), "audio", AUDIO_TYPES, "audio/wav")
-        model_name = _text(model or upload.fields.get("model"), "model") or station.config.models.acoustic
+        model_name = _text(query.model or upload.fields.get("model"), "model") or station.config.models.acoustic
         if model_name is None:
             raise ApiError(404, "unknown_model", "this station has no acoustic model (models.acoustic) and none "
                                                  "was named")
-        part = part_context(upload.fields, serial, batch, station_id)
+        part = part_context(upload.fields, query)
         try:
             waveform, rate = await run_in_threadpool(decode_wav, upload.data)
             judged = await run_in_threadpool(service.judge_audio, waveform, rate, part, model_name)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edge.cli.common import CommandError, add_config_option, config_from, registry_for
 from edge.training import Kind, TrainingError, train
+from vision.anomaly.images import split_masks
 from vision.sources import IMAGE_SUFFIXES
 
 WAV_SUFFIXES = {".wav"}
@@ -17,9 +18,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("train", help="train, register and promote a model version")
     kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
     vision = kinds.add_parser(
-        "vision", help="from good parts only (anomaly model), or with labelled defect folders",
+        "vision", help="from good parts only (anomaly model), or with labelled defect folders (classifier)",
         description="Trains in a separate low-priority process; the running service switches to the new "
-                    "version by itself. Each --defect folder's name is its defect label.")
+                    "version by itself. With only --good: a good-only anomaly model. Each --defect folder adds "
+                    "defect images labelled with the folder's name, and the model becomes a defect classifier "
+                    "(at least 11 good images and 3 per label).")
     add_config_option(vision)
     vision.add_argument("--good", type=Path, required=True, metavar="DIR", help="images of good parts")
     vision.add_argument("--defect", type=Path, action="append", default=[], metavar="DIR",
@@ -40,9 +43,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def files_in(folder: Path, suffixes: set[str], role: str) -> list[Path]:
+    """The training files of a folder (and its sub-folders); defect masks beside images are left out."""
     if not folder.is_dir():
         raise CommandError(f"{role} folder {folder} does not exist")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if suffixes is IMAGE_SUFFIXES:
+        files = split_masks(files)[0]
     if not files:
         raise CommandError(f"{role} folder {folder} holds no {', '.join(sorted(suffixes))} files")
     return files

@@ -84,7 +84,10 @@ class LinePipeline:
         }
         self._counter_lock = threading.Lock()
         self.trigger_to_result_ms: list[float] = []
-        self.service_time_s = 0.02  # moving average of capture-to-durable time per part, updated as parts pass
+        # moving averages, updated as parts pass: capture-to-durable latency, and each stage's time
+        self.latency_s = 0.03
+        self.capture_time_s = 0.01
+        self.judge_time_s = 0.02
         self._last_warning = 0.0
         self._suppressed_warnings = 0
 
@@ -162,12 +165,15 @@ class LinePipeline:
         with self._deadline_cv:
             heapq.heappush(self._deadlines, (job.deadline, trigger.seq, job))
             self._deadline_cv.notify()
+        # stages overlap: a part is done one part-latency after the parts ahead of it have passed
+        # the slowest stage
         waiting = self._capture_queue.qsize() + self._judge_queue.qsize()
-        expected_done = time.monotonic() + (waiting + 1) * self.service_time_s
+        stage_s = max(self.capture_time_s, self.judge_time_s)
+        expected_done = time.monotonic() + self.latency_s + waiting * stage_s
         if waiting and expected_done > job.deadline:
             self._count("overload")
-            message = (f"trigger {trigger.seq} answered with the fail-safe at once: {waiting} parts ahead at "
-                       f"~{self.service_time_s * 1000:.0f} ms each would miss the "
+            message = (f"trigger {trigger.seq} answered with the fail-safe at once: {waiting} parts ahead "
+                       f"(~{stage_s * 1000:.0f} ms each, ~{self.latency_s * 1000:.0f} ms per part) would miss the "
                        f"{job.recipe.deadline_ms:g} ms deadline")
             self._give_up(job, "overload", message)
             self._alarm("trigger_overload", message, "warning")
@@ -236,7 +242,9 @@ class LinePipeline:
                 self._give_up(job, f"camera_{exc.reason}", str(exc))
                 self._alarm(f"camera_{exc.reason}", str(exc), "critical" if exc.reason == "disconnected" else "warning")
                 continue
-            self.metrics.stage_latency.labels("capture").observe(time.perf_counter() - started)
+            captured = time.perf_counter() - started
+            self.capture_time_s += 0.1 * (captured - self.capture_time_s)
+            self.metrics.stage_latency.labels("capture").observe(captured)
             try:
                 self._judge_queue.put_nowait((job, frame))
             except queue.Full:
@@ -251,6 +259,7 @@ class LinePipeline:
                 return
             job, frame = item
             options = self._options(job.recipe)
+            judging_started = time.perf_counter()
             with job.lock:
                 late = job.failsafe_sent
             try:
@@ -263,6 +272,7 @@ class LinePipeline:
                 log.exception("judging trigger %d failed", job.trigger.seq)
                 self._give_up(job, "judge_failed", f"judging failed: {exc}")
                 continue
+            self.judge_time_s += 0.1 * (time.perf_counter() - judging_started - self.judge_time_s)
             inspection.stored.add_done_callback(
                 partial(self._on_stored, job, inspection.verdict.decision, inspection.verdict.late,
                         [inspection.verdict]))
@@ -375,8 +385,7 @@ class LinePipeline:
         job.verdict_id = stored.verdict_id
         for verdict in verdicts:
             self.metrics.verdicts.labels(verdict.modality, verdict.decision, verdict.model_name or "").inc()
-        service = time.perf_counter() - job.capture_started
-        self.service_time_s += 0.1 * (service - self.service_time_s)
+        self.latency_s += 0.1 * (time.perf_counter() - job.capture_started - self.latency_s)
         if decision == "INVALID":
             self._count("invalid")
         if not self._answer(job, decision) and not recorded_late:

@@ -159,3 +159,19 @@ def test_image_files_leave_out_masks(tmp_path: Path) -> None:
     for name in ["a.jpg", "a.png", "b.png", "c_mask.png", "c.bmp", "notes.txt"]:
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in image_files(tmp_path)] == ["a.jpg", "b.png", "c.bmp"]
+
+
+def test_masks_given_as_training_files_are_skipped(good_files: list[Path], tmp_path: Path) -> None:
+    folder = tmp_path / "with_masks"
+    folder.mkdir()
+    files = []
+    for index, source in enumerate(good_files[:9]):
+        photo = folder / f"part_{index}.jpg"
+        cv2.imwrite(str(photo), cv2.imread(str(source), cv2.IMREAD_UNCHANGED))
+        mask = folder / f"part_{index}.png"
+        cv2.imwrite(str(mask), np.zeros((20, 20), np.uint8))
+        files += [photo, mask]
+    report = train_anomaly_model(files, {}, "masked", tmp_path / "build", params=SMALL)
+    assert report.counts["good"] == 9
+    assert sorted(s.path.name for s in report.skipped) == sorted(f"part_{i}.png" for i in range(9))
+    assert all("mask" in s.reason for s in report.skipped)

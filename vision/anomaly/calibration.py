@@ -65,7 +65,7 @@ def normalised_scores(maps: FloatArray, stats: PositionStats, sigma: float) -> F
     return np.array([smooth((m - stats.mean) / stats.scale, sigma).max() for m in maps], np.float32)
 
 
-def good_only_threshold(good_scores: FloatArray, false_reject: float = 0.03) -> float:
+def good_only_threshold(good_scores: FloatArray, false_reject: float = 0.02) -> float:
     """The score that about ``false_reject`` of unseen good parts exceed (the largest, for few images)."""
     if len(good_scores) * false_reject < 1.0:
         return float(good_scores.max())

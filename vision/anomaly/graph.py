@@ -11,6 +11,7 @@ Two graphs share one front end, so training sees exactly what inference computes
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from models.manifest import sha256_of
 from vision.anomaly.params import LAYER_STRIDES, AnomalyParams
 
 BACKBONE_ONNX = Path(__file__).resolve().parents[2] / "models" / "backbones" / "lite0_features.onnx"
@@ -27,6 +29,7 @@ INPUT_NAME = "image"
 FEATURES_NAME = "patch_features"
 SCORE_NAME = "score"
 MAP_NAME = "anomaly_map"
+PROBABILITIES_NAME = "probabilities"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _BACKBONE_INPUT = "backbone_input"
@@ -69,6 +72,10 @@ class _Builder:
 
 
 def _backbone(params: AnomalyParams) -> onnx.GraphProto:
+    expected = json.loads(BACKBONE_ONNX.with_suffix(".json").read_text(encoding="utf-8"))["sha256"]
+    if sha256_of(BACKBONE_ONNX) != expected:
+        raise ValueError(f"{BACKBONE_ONNX} does not match the sha256 in its .json: the backbone file is corrupt "
+                         "or was replaced; restore it or re-run models/backbones/export_lite0.py")
     model = onnx.load(str(BACKBONE_ONNX))
     graph = model.graph
     unknown = [layer for layer in params.layers if layer not in {o.name for o in graph.output}]
@@ -193,6 +200,45 @@ def _assemble(b: _Builder, params: AnomalyParams, outputs: list[onnx.ValueInfoPr
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
+
+
+def with_features_output(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of a scoring graph that also returns its patch features (for training a head on it)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.graph.output.append(helper.make_tensor_value_info(FEATURES_NAME, TensorProto.FLOAT, None))
+    return copy
+
+
+def add_classifier_head(model: onnx.ModelProto, mean: FloatArray, scale: FloatArray, weights: FloatArray,
+                        bias: FloatArray) -> onnx.ModelProto:
+    """Extend a scoring graph: [mean-pooled, max-pooled patch features, anomaly score] -> standardised ->
+    linear layer -> softmax ``probabilities``; the anomaly map stays an output."""
+    b = _Builder()
+    pooled = b.op("Concat", [b.op("ReduceMean", [FEATURES_NAME], "mean_pool", axes=[2, 3], keepdims=0),
+                             b.op("ReduceMax", [FEATURES_NAME], "max_pool", axes=[2, 3], keepdims=0),
+                             b.op("Reshape", [SCORE_NAME, b.const("score_shape", [1, 1], np.int64)])],
+                    "pooled", axis=1)
+    standard = b.op("Div", [b.op("Sub", [pooled, b.const("pooled_mean", mean[None])]),
+                            b.const("pooled_scale", scale[None])], "standardised")
+    logits = b.op("Gemm", [standard, b.const("weights", weights), b.const("bias", bias)], "logits")
+    b.op("Softmax", [logits], output=PROBABILITIES_NAME, axis=1)
+    graph = helper.make_graph(
+        list(model.graph.node) + b.nodes, "edge_inspect_classifier", list(model.graph.input),
+        [helper.make_tensor_value_info(PROBABILITIES_NAME, TensorProto.FLOAT, [1, weights.shape[1]]),
+         *[o for o in model.graph.output if o.name == MAP_NAME]],
+        list(model.graph.initializer) + b.initializers)
+    result = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                               producer_name="edge-inspect vision.classifier")
+    result.ir_version = 8
+    onnx.checker.check_model(result)
+    return result
+
+
+def pooled_features(patch_features: FloatArray, score: float) -> FloatArray:
+    """numpy twin of the classifier's input: patch features [C, h, w] and score -> [2C + 1]."""
+    flat = patch_features.reshape(patch_features.shape[0], -1)
+    return np.concatenate([flat.mean(axis=1), flat.max(axis=1), [score]]).astype(np.float32)
 
 
 def feature_graph(params: AnomalyParams) -> onnx.ModelProto:

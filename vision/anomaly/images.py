@@ -19,16 +19,21 @@ class SkippedFile:
     reason: str
 
 
-def image_files(folder: Path) -> list[Path]:
-    """The image files directly inside a folder, sorted by name.
+def split_masks(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(images, masks) of a list of files. A defect mask is ``*_mask.*``, or a ``.png`` beside a
+    same-name image of another type (``a.jpg`` + ``a.png``, as in the magnetic-tile data)."""
+    photos = {(p.parent, p.stem) for p in paths if p.suffix.lower() != ".png"}
 
-    Defect masks are left out: a ``.png`` beside an image of the same name with another suffix
-    (``a.jpg`` + ``a.png``, as in the magnetic-tile data), and files named ``*_mask.*``.
-    """
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    stems_of_others = {p.stem for p in files if p.suffix.lower() != ".png"}
-    return sorted(p for p in files
-                  if not p.stem.endswith("_mask") and not (p.suffix.lower() == ".png" and p.stem in stems_of_others))
+    def is_mask(path: Path) -> bool:
+        return path.stem.endswith("_mask") or (path.suffix.lower() == ".png" and (path.parent, path.stem) in photos)
+
+    return [p for p in paths if not is_mask(p)], [p for p in paths if is_mask(p)]
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly inside a folder, sorted by name, defect masks left out."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return split_masks(files)[0]
 
 
 def read_training_image(path: Path) -> npt.NDArray[np.uint8]:

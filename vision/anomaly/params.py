@@ -22,7 +22,7 @@ class AnomalyParams:
     aggregate: int = 3  # local neighbourhood (k x k mean) of each feature map
     standardize: bool = True  # per-image brightness/contrast normalisation inside the graph
     projection_dims: int = 32  # PCA dimensions of the patch features (0 = keep all)
-    bank_size: int = 12000  # memory bank patches after coreset reduction
+    bank_size: int = 20000  # memory bank patches after coreset reduction
     coreset_dims: int = 24  # dimensions used to pick the coreset
     coreset: str = "greedy"  # "greedy" (approximate k-centre) or "random" (the textbook baseline)
     position_norm: bool = True  # normalise each map cell by the good parts' typical distance there

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from models.manifest import ONNX_FILE, Manifest, TrainingInfo, sha256_of, write_manifest
+from models.manifest import ONNX_FILE, ImageInput, Manifest, TrainingInfo, sha256_of, write_manifest
 from vision.anomaly.calibration import (
     PositionStats,
     auroc,
@@ -26,7 +26,7 @@ from vision.anomaly.calibration import (
 from vision.anomaly.coreset import greedy_coreset
 from vision.anomaly.features import FeatureExtractor, image_input
 from vision.anomaly.graph import MAP_NAME, SCORE_NAME, SearchHead, feature_graph, scoring_graph
-from vision.anomaly.images import SkippedFile, read_training_images
+from vision.anomaly.images import SkippedFile, read_training_images, split_masks
 from vision.anomaly.params import AnomalyParams
 
 MIN_GOOD_IMAGES = 8
@@ -81,8 +81,11 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
     timings: dict[str, float] = {}
     build_dir.mkdir(parents=True, exist_ok=True)
 
+    good, good_masks = split_masks(list(good))
     report_progress(0.0, f"reading {len(good)} good images")
-    good_images, skipped = read_training_images(list(good))
+    good_images, skipped = read_training_images(good)
+    skipped.extend(SkippedFile(p, "a defect mask (same name as an image beside it), not a part image")
+                   for p in good_masks)
     if len(good_images) < MIN_GOOD_IMAGES:
         raise TrainingDataError(
             f"only {len(good_images)} usable good image(s) out of {len(good)} "
@@ -90,8 +93,11 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
             "and 25 or more give a reliable model")
     defect_images: dict[str, list[npt.NDArray[np.uint8]]] = {}
     for label, paths in defects.items():
-        readable, unreadable = read_training_images(list(paths))
+        images_only, masks = split_masks(list(paths))
+        readable, unreadable = read_training_images(images_only)
         skipped.extend(unreadable)
+        skipped.extend(SkippedFile(p, "a defect mask (same name as an image beside it), not a part image")
+                       for p in masks)
         if readable:
             defect_images[label] = [pixels for _, pixels in readable]
     timings["read_s"] = time.perf_counter() - started
@@ -175,7 +181,7 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
 
 
 def _tune_with_defects(defect_images: dict[str, list[npt.NDArray[np.uint8]]], extractor: FeatureExtractor,
-                       spec: Any, mean: FloatArray, projection: FloatArray, bank: FloatArray,
+                       spec: ImageInput, mean: FloatArray, projection: FloatArray, bank: FloatArray,
                        stats: PositionStats, params: AnomalyParams,
                        good_scores: FloatArray) -> tuple[float, dict[str, Any]]:
     """Score the defect images and move the threshold to where it separates best."""

@@ -1,0 +1,183 @@
+"""Train the supervised defect classifier: good parts and labelled defect folders -> ONNX + manifest."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+
+from models.manifest import ONNX_FILE, Manifest, TrainingInfo, sha256_of, write_manifest
+from models.runtime import create_session
+from vision.anomaly.features import flipped_variants, image_input
+from vision.anomaly.graph import (
+    FEATURES_NAME,
+    INPUT_NAME,
+    MAP_NAME,
+    PROBABILITIES_NAME,
+    SCORE_NAME,
+    add_classifier_head,
+    pooled_features,
+    with_features_output,
+)
+from vision.anomaly.images import SkippedFile, read_training_images, split_masks
+from vision.anomaly.params import AnomalyParams
+from vision.anomaly.train import MIN_GOOD_IMAGES, Progress, TrainingDataError, TrainingReport, train_anomaly_model
+from vision.classifier.softmax import fit_softmax, softmax
+from vision.preprocess import to_tensor
+
+MIN_IMAGES_PER_LABEL = 3
+MAX_MISS_RATE = 0.02  # the threshold is set so that at most this share of defects would pass as good
+MAX_FALSE_REJECT = 0.10  # ... unless that would reject more than this share of good parts
+FOLDS = 5
+GOOD_LABEL = "good"
+FloatArray = npt.NDArray[np.float32]
+
+
+def _read(paths: list[Path], skipped: list[SkippedFile]) -> list[npt.NDArray[np.uint8]]:
+    images, masks = split_masks(list(paths))
+    readable, unreadable = read_training_images(images)
+    skipped.extend(unreadable)
+    skipped.extend(SkippedFile(p, "a defect mask (same name as an image beside it), not a part image") for p in masks)
+    return [pixels for _, pixels in readable]
+
+
+def _out_of_fold(features: FloatArray, labels: npt.NDArray[np.int64], groups: npt.NDArray[np.int64],
+                 classes: int, seed: int) -> npt.NDArray[np.float64]:
+    """Probabilities of every original image from a model that never saw it (grouped k-fold)."""
+    images = np.unique(groups)
+    fold_of = dict(zip(images, np.random.default_rng(seed).permutation(len(images)) % FOLDS, strict=True))
+    folds = np.array([fold_of[g] for g in groups])
+    result = np.zeros((len(features), classes))
+    for fold in range(FOLDS):
+        held = folds == fold
+        weights, bias = fit_softmax(features[~held], labels[~held], classes)
+        result[held] = softmax(features[held].astype(np.float64) @ weights + bias)
+    return result
+
+
+def train_classifier_model(good: list[Path], defects: dict[str, list[Path]], name: str, build_dir: Path, *,
+                           threads: int = 2, progress: Progress | None = None,
+                           params: AnomalyParams | None = None) -> TrainingReport:
+    """Build ``build_dir/model.onnx`` (``probabilities`` over [good, *defect labels], plus the anomaly
+    map) and its manifest.
+
+    Half of the good images build a good-only anomaly model; its score and the pooled backbone
+    features of the other half and of the defect images train a softmax head on top of it, so
+    the head sees anomaly scores of good parts it has not memorised, as at run time.
+    """
+    params = params or AnomalyParams()
+    report_progress: Progress = progress or (lambda fraction, message: None)
+    started = time.perf_counter()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    skipped: list[SkippedFile] = []
+    good_paths, good_masks = split_masks(list(good))
+    skipped.extend(SkippedFile(p, "a defect mask (same name as an image beside it), not a part image")
+                   for p in good_masks)
+    needed = MIN_GOOD_IMAGES + MIN_IMAGES_PER_LABEL
+    if len(good_paths) < needed:
+        raise TrainingDataError(f"only {len(good_paths)} good image file(s); at least {needed} are needed to "
+                                "train a classifier (half build its anomaly model, half train its head)")
+    order = np.random.default_rng(params.seed).permutation(len(good_paths))
+    bank_count = max(MIN_GOOD_IMAGES, len(good_paths) // 2)
+    bank_paths = [good_paths[i] for i in sorted(order[:bank_count])]
+    head_paths = [good_paths[i] for i in sorted(order[bank_count:])]
+
+    report_progress(0.0, "reading images")
+    by_label = {GOOD_LABEL: _read(head_paths, skipped)}
+    for label, paths in sorted(defects.items()):
+        by_label[label] = _read(paths, skipped)
+    too_few = [f"{label} ({len(images)})" for label, images in by_label.items() if len(images) < MIN_IMAGES_PER_LABEL]
+    if too_few or len(by_label) < 2:
+        raise TrainingDataError(f"every defect label needs at least {MIN_IMAGES_PER_LABEL} usable images and at "
+                                f"least one defect folder is needed; too few: {', '.join(too_few) or 'no defects'}")
+    labels = list(by_label)
+    timings: dict[str, float] = {"read_s": time.perf_counter() - started}
+
+    spec = image_input(params)
+    rows: list[FloatArray] = []
+    targets: list[int] = []
+    groups: list[int] = []
+    with tempfile.TemporaryDirectory(prefix="classifier-") as work:
+        anomaly = train_anomaly_model(
+            bank_paths, {}, name, Path(work) / "anomaly", threads=threads, params=params,
+            progress=lambda f, m: report_progress(0.4 * f, f"anomaly model: {m}"))
+        skipped.extend(anomaly.skipped)
+        anomaly_model = onnx.load(str(Path(work) / "anomaly" / ONNX_FILE))
+        onnx.save(with_features_output(anomaly_model), str(Path(work) / "features.onnx"))
+        session = create_session(Path(work) / "features.onnx", threads)
+        total, done = sum(len(v) for v in by_label.values()), 0
+        for index, label in enumerate(labels):
+            for image in by_label[label]:
+                tensor = to_tensor(image, spec).astype(np.float32)
+                for variant in flipped_variants(tensor, flips=True):
+                    score, features = session.run([SCORE_NAME, FEATURES_NAME],
+                                                  {INPUT_NAME: np.ascontiguousarray(variant)})
+                    rows.append(pooled_features(features[0], float(score[0])))
+                    targets.append(index)
+                    groups.append(done)
+                done += 1
+                report_progress(0.4 + 0.4 * done / total, f"features {done}/{total}")
+    timings["features_s"] = time.perf_counter() - started - timings["read_s"]
+    features_all = np.asarray(rows, np.float32)
+    target = np.asarray(targets, np.int64)
+    group = np.asarray(groups, np.int64)
+    mean = features_all.mean(axis=0)
+    scale = (features_all.std(axis=0) + 1e-6).astype(np.float32)
+    standard = ((features_all - mean) / scale).astype(np.float32)
+
+    report_progress(0.85, "cross-validating the threshold")
+    originals = np.r_[True, group[1:] != group[:-1]]
+    probabilities = _out_of_fold(standard, target, group, len(labels), params.seed)[originals]
+    threshold, metrics = _threshold_and_metrics(probabilities, target[originals], labels)
+    weights, bias = fit_softmax(standard, target, len(labels))
+    timings["fit_s"] = time.perf_counter() - started - timings["read_s"] - timings["features_s"]
+
+    onnx_path = build_dir / ONNX_FILE
+    onnx.save(add_classifier_head(anomaly_model, mean, scale, weights, bias), str(onnx_path))
+    timings["total_s"] = time.perf_counter() - started
+    counts = {label: len(images) for label, images in by_label.items()} | {
+        "good_for_anomaly_bank": anomaly.counts["good"], "skipped": len(skipped)}
+    manifest = Manifest(
+        name=name, version=1, kind="vision-classifier",
+        description="Defect classifier: softmax head on pooled EfficientNet-Lite0 features and a good-only "
+                    "anomaly score",
+        onnx_sha256=sha256_of(onnx_path), input=spec,
+        outputs={"probabilities": PROBABILITIES_NAME, "anomaly_map": MAP_NAME},
+        labels=labels, ok_labels=[GOOD_LABEL], threshold=threshold, metrics=metrics,
+        training=TrainingInfo(data={"images": counts, "skipped_files": len(skipped)},
+                              duration_s=round(timings["total_s"], 2), tool="vision.classifier.train_classifier_model",
+                              params=params.as_dict()))
+    write_manifest(build_dir, manifest)
+    report_progress(1.0, "done")
+    return TrainingReport(manifest, build_dir, skipped, counts, timings, metrics)
+
+
+def _threshold_and_metrics(probabilities: npt.NDArray[np.float64], truth: npt.NDArray[np.int64],
+                           labels: list[str]) -> tuple[float, dict[str, Any]]:
+    """NG when 1 - P(good) >= threshold: the largest threshold that misses at most MAX_MISS_RATE of
+    the (cross-validated) defects, but not so low that more than MAX_FALSE_REJECT of good parts fail."""
+    defect_score = 1.0 - probabilities[:, 0]
+    is_defect = truth != 0
+    scores = np.sort(defect_score[is_defect])
+    allowed = int(np.floor(MAX_MISS_RATE * len(scores)))
+    threshold = float(min(0.5, scores[allowed] if len(scores) else 0.5))
+    good_scores = defect_score[~is_defect]
+    if len(good_scores):
+        floor = float(np.quantile(good_scores, 1.0 - MAX_FALSE_REJECT))
+        threshold = max(threshold, min(0.5, floor))
+    threshold = max(threshold - 1e-6, 1e-6)
+    predicted = np.where(defect_score >= threshold, np.argmax(np.where(np.arange(len(labels)) == 0, -1, probabilities),
+                                                                axis=1), 0)
+    metrics = {
+        "cross_validated_accuracy": float((predicted == truth).mean()),
+        "cross_validated_argmax_accuracy": float((probabilities.argmax(axis=1) == truth).mean()),
+        "cross_validated_miss_rate": float((defect_score[is_defect] < threshold).mean()),
+        "cross_validated_false_reject_rate": float((defect_score[~is_defect] >= threshold).mean()),
+        "folds": FOLDS,
+    }
+    return threshold, metrics
