@@ -66,14 +66,3 @@ def test_pylon_emulator_applies_recipe_settings_and_reopens(emulated: Path) -> N
         assert unsupported.value.reason == "unsupported"
     finally:
         camera.close()
-
-
-def test_pylon_hardware_trigger_without_a_pulse_times_out(emulated: Path) -> None:
-    camera = PylonCamera("cam", trigger="hardware", emulation_folder=emulated)
-    camera.open()
-    try:
-        with pytest.raises(CameraError) as waited:
-            camera.capture(0.05)
-        assert waited.value.reason == "timeout" and "no frame" in str(waited.value) and camera.timeouts == 1
-    finally:
-        camera.close()

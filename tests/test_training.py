@@ -27,7 +27,7 @@ def part_folder(folder: Path, count: int, spot: bool = False, size: tuple[int, i
 
 def test_train_vision_registers_promotes_and_predicts(tmp_path: Path) -> None:
     config = write_station_config(tmp_path)
-    good = part_folder(tmp_path / "good", 16)
+    good = part_folder(tmp_path / "good", 24)
     (good / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     spots = part_folder(tmp_path / "spot", 4, spot=True)
     (spots / "p000_mask.png").write_bytes((spots / "p000.png").read_bytes())  # masks are not training images

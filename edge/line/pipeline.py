@@ -157,9 +157,9 @@ class LinePipeline:
         self._count("triggers")
         recipe = self.config.recipe(trigger.recipe) if trigger.recipe else None
         job = PartJob(trigger, recipe or self.active_recipe, 0.0)
-        if job.recipe.acoustic is not None and self.microphone is not None:
+        listening = job.recipe.acoustic is not None and self.microphone is not None
+        if listening:
             job.expected = frozenset({"vision", "acoustic"})
-            self._listeners.submit(self._listen, job)
         # the fail-safe leaves a transport margin early, so the PLC has it by the deadline it measures
         job.deadline = trigger.received_at_monotonic + (job.recipe.deadline_ms - self.line.deadline_margin_ms) / 1000.0
         with self._deadline_cv:
@@ -186,6 +186,9 @@ class LinePipeline:
                        "wait for capture; triggers come faster than the station can judge")
             self._give_up(job, "overload", message)
             self._alarm("trigger_overload", message, "warning")
+            return
+        if listening:
+            self._listeners.submit(self._listen, job)  # records from (about) the trigger on
 
     def _on_recipe(self, number: int) -> None:
         if number == 0:
