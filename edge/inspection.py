@@ -124,14 +124,25 @@ class InspectionService:
         """Judge and archive, but leave storing to the caller (a part judged by several modalities)."""
         started = time.perf_counter()
         result, details = self.evaluate(pixels, options)
-        image_path = heatmap_path = None
-        if self.archive.wants(result.decision):
-            image_path = self.archive.reserve("png")
-            self.archive.write(image_path, pixels)
-            if result.anomaly_map is not None and result.decision == "NG":
-                heatmap_path = self.archive.reserve("png")
-                self.archive.write(heatmap_path, heatmap_image(result.anomaly_map, result.threshold))
+        image_path, heatmap_path, _ = self._archive(result, pixels, None)
         return self._vision_verdict(result, details, options, started, image_path, heatmap_path, False, None)
+
+    def _archive(self, result: VisionResult, pixels: npt.NDArray[np.uint8],
+                 original: tuple[bytes, str] | None) -> tuple[Path | None, Path | None, Future[None] | None]:
+        """Reserve the image (and, for NG, heat map) files the policy keeps, and queue their writing;
+        returns both paths and the Future of the writes."""
+        if not self.archive.wants(result.decision):
+            return None, None, None
+        image_path = self.archive.reserve(original[1] if original is not None else "png")
+        files: list[tuple[Path, bytes | npt.NDArray[np.uint8]]] = []
+        if image_path is not None:
+            files.append((image_path, original[0] if original is not None else pixels))
+        heatmap_path = None
+        if result.anomaly_map is not None and result.decision == "NG":
+            heatmap_path = self.archive.reserve("png")
+            if heatmap_path is not None:
+                files.append((heatmap_path, heatmap_image(result.anomaly_map, result.threshold)))
+        return image_path, heatmap_path, self.archive.write_later(files) if files else None
 
     def _vision_verdict(self, result: VisionResult, details: dict[str, Any], options: JudgeOptions, started: float,
                         image_path: Path | None, heatmap_path: Path | None, late: bool,
@@ -176,20 +187,9 @@ class InspectionService:
     def _judge(self, pixels: npt.NDArray[np.uint8], part: PartContext, options: JudgeOptions, started: float,
                original: tuple[bytes, str] | None, late: bool = False, actuated: str | None = None) -> Inspection:
         result, details = self.evaluate(pixels, options)
-        image_path = heatmap_path = None
-        if self.archive.wants(result.decision):
-            image_path = self.archive.reserve(original[1] if original is not None else "png")
-            if result.anomaly_map is not None and result.decision == "NG":
-                heatmap_path = self.archive.reserve("png")
+        image_path, heatmap_path, written = self._archive(result, pixels, original)  # written during the commit
         verdict = self._vision_verdict(result, details, options, started, image_path, heatmap_path, late, actuated)
-        stored = self.store.record(part, [verdict])
-        files: list[tuple[Path, bytes | npt.NDArray[np.uint8]]] = []
-        if image_path is not None:
-            files.append((image_path, original[0] if original is not None else pixels))
-        if heatmap_path is not None and result.anomaly_map is not None:
-            files.append((heatmap_path, heatmap_image(result.anomaly_map, result.threshold)))
-        written = self.archive.write_later(files) if files else None  # while the store commits
-        return Inspection(result, verdict, stored, started, written)
+        return Inspection(result, verdict, self.store.record(part, [verdict]), started, written)
 
     def observe_stored(self, inspection: Inspection, source: str) -> None:
         v = inspection.verdict

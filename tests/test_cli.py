@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import cv2
+import numpy as np
 from modelkit import dark_part, make_brightness_model
 from support import write_station_config
 from test_service_live import run_cli
@@ -24,6 +25,12 @@ def test_verdict_prints_one_json_line_per_file_and_reports_bad_files(tmp_path: P
     assert lines[1]["label"] == "defect" and lines[1]["defect_region"]["x"] > 0.5
     assert lines[2]["error"]["code"] in ("corrupt", "not_an_image")
     assert result.returncode == 1
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((120, 160), 128, np.uint8))
+    gated = run_cli("verdict", "--config", str(config), str(blank))
+    assert gated.returncode == 0, gated.stderr
+    line = json.loads(gated.stdout)
+    assert line["decision"] == "INVALID" and "blank" in line["reason"] and line["inference_ms"] is None
     unknown = run_cli("verdict", "--config", str(config), "--model", "nope", str(good))
     assert unknown.returncode == 2 and "unknown model 'nope'" in unknown.stderr
 

@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from edge.cli.common import CommandError, add_config_option, config_from, registry_for
-from edge.inspection import JudgeOptions, evaluate, quality_limits
-from edge.model_manager import ModelManager
+from edge.cli.verdict_cmd import judge_image_files
 from models.manifest import ManifestError
 from models.registry import UnknownModelError
-from vision.images import ImageError, read_image_file
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -33,28 +31,7 @@ def _emit(record: dict[str, Any]) -> None:
 
 
 def run_vision(args: argparse.Namespace) -> int:
-    config = config_from(args)
-    manager = ModelManager(registry_for(config), config.models.threads, config.models.thresholds)
-    try:
-        inspector = manager.vision(args.model)
-    except (UnknownModelError, ManifestError, ValueError) as exc:
-        raise CommandError(str(exc)) from exc
-    options = JudgeOptions(model=args.model, quality=quality_limits(config.quality))
-    failures = 0
-    for path in args.files:
-        try:
-            image = read_image_file(path, int(config.api.max_image_megapixels * 1_000_000))
-        except ImageError as exc:
-            failures += 1
-            _emit({"path": str(path), "decision": "INVALID", "label": "unreadable", "score": None,
-                   "error": {"code": exc.reason, "message": str(exc)}})
-            continue
-        result, details = evaluate(inspector, image.pixels, options)
-        _emit({"path": str(path), "decision": result.decision, "label": result.label, "score": result.score,
-               "threshold": result.threshold, "reason": result.reason,
-               "model": {"name": result.model_name, "version": result.model_version}, **details})
-    sys.stdout.flush()
-    return 1 if failures else 0
+    return judge_image_files(config_from(args), args.model, args.files, unreadable_verdict=True)
 
 
 def run_acoustic(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from edge.cli.common import CommandError, add_config_option, config_from, registry_for
+from edge.config import StationConfig
 from edge.inspection import JudgeOptions, evaluate, quality_limits
 from edge.model_manager import ModelManager
 from models.manifest import ManifestError
@@ -27,28 +28,37 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from(args)
+    return judge_image_files(config, args.model or config.models.vision, args.files, unreadable_verdict=False)
+
+
+def judge_image_files(config: StationConfig, model: str, files: list[Path], unreadable_verdict: bool) -> int:
+    """Print one JSON line per image, judged as the service would; 1 if any file was unreadable.
+
+    An unreadable file is reported with its error, and with ``unreadable_verdict`` also as an INVALID
+    verdict (the ``predict`` contract: every input gets a decision)."""
     manager = ModelManager(registry_for(config), config.models.threads, config.models.thresholds)
-    name = args.model or config.models.vision
     try:
-        inspector = manager.vision(name)
+        inspector = manager.vision(model)
     except (UnknownModelError, ManifestError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
-    options = JudgeOptions(model=name, quality=quality_limits(config.quality))
+    options = JudgeOptions(model=model, quality=quality_limits(config.quality))
     failures = 0
     max_pixels = int(config.api.max_image_megapixels * 1_000_000)
-    for path in args.files:
+    for path in files:
         try:
             image = read_image_file(path, max_pixels)
         except ImageError as exc:
             failures += 1
-            print(json.dumps({"path": str(path), "error": {"code": exc.reason, "message": str(exc)}}))
+            unreadable = {"decision": "INVALID", "label": "unreadable", "score": None} if unreadable_verdict else {}
+            print(json.dumps({"path": str(path), **unreadable, "error": {"code": exc.reason, "message": str(exc)}}))
             continue
         result, details = evaluate(inspector, image.pixels, options)
+        model_ms = result.timings_ms.get("model")  # absent when the quality gate stopped the frame
         print(json.dumps({
             "path": str(path), "decision": result.decision, "label": result.label,
             "score": None if result.score is None else round(result.score, 6), "reason": result.reason,
             "threshold": result.threshold, "model": {"name": result.model_name, "version": result.model_version},
-            "inference_ms": round(result.timings_ms["model"], 3), **details,
+            "inference_ms": None if model_ms is None else round(model_ms, 3), **details,
         }))
     sys.stdout.flush()
     return 1 if failures else 0
