@@ -3,34 +3,36 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,audio,camera,plc
+# The station itself needs no training extra; the tests also cover the optional YOLO trainer
+# (ultralytics, AGPL-3.0), so only `make test` installs it.
+RUN_EXTRAS ?= audio,camera,plc
+TEST_EXTRAS ?= dev,audio,camera,plc,yolo
 
 .PHONY: setup run test lint bench clean
+.PRECIOUS: $(VENV)/.installed-%
 
-STAMP := $(VENV)/.installed
-
-$(STAMP): pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
+$(VENV)/.installed-%: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet -e ".[$(if $(filter test,$*),$(TEST_EXTRAS),$(RUN_EXTRAS))]"
 	touch $@
 
-setup: $(STAMP)
+setup: $(VENV)/.installed-run
 
-run: setup
+run: $(VENV)/.installed-run
 	$(BIN)/edge-inspect run
 
-lint: setup
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: setup
+test: $(VENV)/.installed-test
 	bash scripts/install-system-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
-bench: setup
+bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_api.py
 
 clean:

@@ -24,6 +24,7 @@ from models.manifest import Manifest
 from models.registry import ModelRegistry, ModelVersion
 
 Kind = Literal["vision", "acoustic"]
+Trainer = Literal["default", "yolo"]  # yolo: ultralytics classifier, only with the optional yolo extra
 ProgressCallback = Callable[[float, str], None]
 
 
@@ -44,7 +45,8 @@ class TrainingOutcome:
 
 
 def _train_in_child(kind: Kind, examples: dict[str, list[str]], name: str, build_dir: str,
-                    messages: multiprocessing.Queue[tuple[Any, ...]], niceness: int) -> None:
+                    messages: multiprocessing.Queue[tuple[Any, ...]], niceness: int,
+                    trainer: Trainer = "default", options: dict[str, Any] | None = None) -> None:
     """Runs in the child process: lower priority, train, report."""
     with contextlib.suppress(OSError):
         os.nice(niceness)
@@ -55,11 +57,16 @@ def _train_in_child(kind: Kind, examples: dict[str, list[str]], name: str, build
         good_key = "good" if kind == "vision" else "normal"
         good = [Path(p) for p in examples.pop(good_key)]
         labelled = {label: [Path(p) for p in paths] for label, paths in examples.items()}
-        if kind == "vision" and labelled:
+        if kind == "vision" and trainer == "yolo":
+            from vision.yolo.train import train_yolo_classifier
+
+            report: Any = train_yolo_classifier(good, labelled, name, Path(build_dir), progress=progress,
+                                                **(options or {}))
+        elif kind == "vision" and labelled:
             # labelled defect folders: a supervised classifier whose labels are the folder names
             from vision.classifier.train import train_classifier_model
 
-            report: Any = train_classifier_model(good, labelled, name, Path(build_dir), progress=progress)
+            report = train_classifier_model(good, labelled, name, Path(build_dir), progress=progress)
         elif kind == "vision":
             from vision.anomaly import train_anomaly_model
 
@@ -73,6 +80,14 @@ def _train_in_child(kind: Kind, examples: dict[str, list[str]], name: str, build
         messages.put(("error", str(exc)))
     except Exception as exc:
         messages.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _with_parent(manifest: Manifest, registry: ModelRegistry) -> Manifest:
+    """Record the version that was active when this one was trained (None for a model's first)."""
+    if manifest.training.parent_version is not None or not registry.versions(manifest.name):
+        return manifest
+    training = manifest.training.model_copy(update={"parent_version": registry.active_version(manifest.name)})
+    return manifest.model_copy(update={"training": training})
 
 
 def _skipped(report: Any) -> list[tuple[str, str]]:
@@ -89,15 +104,27 @@ def _skipped(report: Any) -> list[tuple[str, str]]:
 
 def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: ModelRegistry, *,
           progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
-          promote: bool = True, niceness: int = 10) -> TrainingOutcome:
-    """Train in a child process and register the result; raises TrainingError or TrainingCancelled."""
+          promote: bool = True, niceness: int = 10, trainer: Trainer = "default",
+          options: dict[str, Any] | None = None) -> TrainingOutcome:
+    """Train in a child process and register the result; raises TrainingError or TrainingCancelled.
+
+    ``trainer="yolo"`` (vision only) trains an ultralytics YOLO classifier with ``options`` (epochs,
+    imgsz, ...) passed to ``vision.yolo.train.train_yolo_classifier``."""
+    if trainer == "yolo":
+        from vision.yolo import INSTALL_HINT, available
+
+        if kind != "vision":
+            raise TrainingError("the yolo trainer trains vision models only")
+        if not available():
+            raise TrainingError(f"the yolo trainer needs ultralytics, which is not installed: {INSTALL_HINT}")
     started = time.monotonic()
     build_dir = registry.state_dir / f".build-{uuid.uuid4().hex[:12]}"
     build_dir.mkdir(parents=True)
     context = multiprocessing.get_context("spawn")  # no fork of a multi-threaded service
     messages: multiprocessing.Queue[tuple[Any, ...]] = context.Queue()
     payload = {label: [str(p) for p in paths] for label, paths in examples.items()}
-    child = context.Process(target=_train_in_child, args=(kind, payload, name, str(build_dir), messages, niceness),
+    child = context.Process(target=_train_in_child,
+                            args=(kind, payload, name, str(build_dir), messages, niceness, trainer, options),
                             name=f"train-{kind}-{name}", daemon=True)
     child.start()
     try:
@@ -116,7 +143,7 @@ def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: Mode
             elif message[0] == "error":
                 raise TrainingError(message[1])
             elif message[0] == "done":
-                manifest = Manifest.model_validate_json(message[1])
+                manifest = _with_parent(Manifest.model_validate_json(message[1]), registry)
                 child.join(10)
                 version = registry.register(build_dir, manifest, promote=promote)
                 registered = manifest.model_copy(update={"version": version.version})

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
@@ -37,19 +37,29 @@ class ImageInput(_Strict):
     height: int = Field(gt=0)
     width: int = Field(gt=0)
     channels: Literal[1, 3] = Field(description="1 = grey, 3 = RGB (grey images are replicated).")
-    resize: Literal["stretch", "fit"] = Field(
+    resize: Literal["stretch", "fit", "short-side-crop"] = Field(
         "stretch",
         description=(
             "How the image is fitted to width x height: 'stretch' scales each axis to size; 'fit' keeps "
-            "the aspect ratio (the longer side fills the input) and fills the rest by mirroring the image."
+            "the aspect ratio (the longer side fills the input) and fills the rest by mirroring the image; "
+            "'short-side-crop' (square inputs) keeps the aspect ratio, scales the shorter side to the size "
+            "and cuts out the centre, as torchvision's Resize(size) + CenterCrop(size) (ultralytics classifiers)."
         ),
     )
-    interpolation: Literal["area", "linear", "cubic"] = "area"
+    interpolation: Literal["area", "linear", "cubic", "pil-bilinear"] = Field(
+        "area", description="OpenCV's INTER_AREA, INTER_LINEAR or INTER_CUBIC, or Pillow's BILINEAR filter "
+                            "(antialiased when shrinking, as torchvision resizes PIL images).")
     layout: Literal["NCHW", "NHWC"] = "NCHW"
     dtype: Literal["float32", "uint8"] = "float32"
     scale: float = Field(1.0 / 255.0, description="Multiplied with the 0..255 pixel values first.")
     mean: list[float] = Field(default_factory=lambda: [0.0], description="Subtracted after scaling, per channel.")
     std: list[float] = Field(default_factory=lambda: [1.0], description="Divided by after mean, per channel.")
+
+    @model_validator(mode="after")
+    def _square_for_crop(self) -> ImageInput:
+        if self.resize == "short-side-crop" and self.height != self.width:
+            raise ValueError(f"resize 'short-side-crop' needs a square input, not {self.width}x{self.height}")
+        return self
 
 
 class AudioInput(_Strict):

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite's real parts need (PulseAudio as a microphone,
-# PortAudio for sounddevice, socat for serial PTY pairs). Skips what is already there; needs root (or sudo) only to install.
+# PortAudio for sounddevice, socat for serial PTY pairs; libGL and GLib for the desktop OpenCV build that
+# ultralytics in the yolo extra installs over the headless one). Skips what is already there; needs root (or sudo) only to install.
 set -euo pipefail
-packages=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins alsa-utils socat)
+packages=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins alsa-utils socat libgl1 libglib2.0-0)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 from models.manifest import ImageInput
 
@@ -32,10 +33,14 @@ def fit(image: npt.NDArray[np.uint8], spec: ImageInput) -> npt.NDArray[np.uint8]
         return image
     if spec.resize == "fit":
         return _fit_keeping_aspect(image, spec)
+    if spec.resize == "short-side-crop":
+        return _short_side_crop(image, spec.height, spec)
     return _resize(image, spec.width, spec.height, spec)
 
 
 def _resize(image: npt.NDArray[np.uint8], width: int, height: int, spec: ImageInput) -> npt.NDArray[np.uint8]:
+    if spec.interpolation == "pil-bilinear":
+        return _pil_bilinear(image, width, height)
     h, w = image.shape[:2]
     interpolation = _INTERPOLATION[spec.interpolation]
     if spec.interpolation == "area" and (h < height or w < width):
@@ -57,6 +62,24 @@ def _fit_keeping_aspect(image: npt.NDArray[np.uint8], spec: ImageInput) -> npt.N
                                 cv2.BORDER_REFLECT_101)
     pixels: npt.NDArray[np.uint8] = np.asarray(padded, dtype=np.uint8)
     return pixels if pixels.ndim == 3 else pixels[:, :, None]
+
+
+def _pil_bilinear(image: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
+    """Pillow's BILINEAR resize (antialiased when shrinking), as torchvision's Resize does on PIL images."""
+    channels = image.shape[2]
+    picture = Image.fromarray(image[:, :, 0] if channels == 1 else image)
+    pixels = np.asarray(picture.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
+    return pixels if pixels.ndim == 3 else pixels[:, :, None]
+
+
+def _short_side_crop(image: npt.NDArray[np.uint8], size: int, spec: ImageInput) -> npt.NDArray[np.uint8]:
+    """torchvision's Resize(size) + CenterCrop(size), with its rounding: the shorter side becomes
+    ``size`` (the longer one ``int(size * long / short)``), then the centre square is cut out."""
+    h, w = image.shape[:2]
+    new_h, new_w = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+    resized = image if (new_h, new_w) == (h, w) else _resize(image, new_w, new_h, spec)
+    top, left = round((new_h - size) / 2.0), round((new_w - size) / 2.0)  # half-to-even, as torchvision
+    return np.ascontiguousarray(resized[top:top + size, left:left + size])
 
 
 def to_tensor(image: npt.NDArray[np.uint8], spec: ImageInput) -> npt.NDArray[np.generic]:

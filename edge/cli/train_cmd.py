@@ -29,6 +29,13 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="images of one defect type (repeatable)")
     vision.add_argument("--name", required=True, help="model name, e.g. tile-anomaly")
     vision.add_argument("--no-promote", action="store_true", help="register without making it active")
+    vision.add_argument("--trainer", choices=["default", "yolo"], default="default",
+                        help="default: the anomaly model or light classifier head; yolo: an ultralytics YOLO "
+                             "classifier trained from scratch (needs --defect folders and the optional yolo extra, "
+                             "AGPL-3.0; at least 5 images per class)")
+    vision.add_argument("--epochs", type=int, default=None, metavar="N", help="yolo: training epochs (default 30)")
+    vision.add_argument("--imgsz", type=int, default=None, metavar="N",
+                        help="yolo: square input size in pixels, a multiple of 32 (default 128)")
     vision.set_defaults(handler=run, train_kind="vision")
     acoustic = kinds.add_parser(
         "acoustic", help="from normal recordings only (anomaly model), or with labelled fault folders",
@@ -39,7 +46,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="WAV clips of one fault type (repeatable)")
     acoustic.add_argument("--name", required=True)
     acoustic.add_argument("--no-promote", action="store_true")
-    acoustic.set_defaults(handler=run, train_kind="acoustic")
+    acoustic.set_defaults(handler=run, train_kind="acoustic", trainer="default")
 
 
 def files_in(folder: Path, suffixes: set[str], role: str) -> list[Path]:
@@ -54,9 +61,30 @@ def files_in(folder: Path, suffixes: set[str], role: str) -> list[Path]:
     return files
 
 
+def _trainer_options(args: argparse.Namespace) -> dict[str, int]:
+    """The yolo trainer's options from the command line; refused for the default trainer."""
+    given = {key: value for key in ("epochs", "imgsz") if (value := getattr(args, key, None)) is not None}
+    if args.trainer != "yolo":
+        if given:
+            raise CommandError(f"--{' --'.join(given)} only apply to --trainer yolo")
+        return {}
+    if not args.defect:
+        raise CommandError("--trainer yolo trains a defect classifier: give at least one --defect folder")
+    if given.get("epochs", 1) < 1:
+        raise CommandError("--epochs must be at least 1")
+    if "imgsz" in given and (given["imgsz"] < 32 or given["imgsz"] % 32):
+        raise CommandError(f"--imgsz {given['imgsz']}: the YOLO input size must be a multiple of 32 (e.g. 64, 128)")
+    from vision.yolo import INSTALL_HINT, available
+
+    if not available():
+        raise CommandError(f"--trainer yolo needs ultralytics, which is not installed: {INSTALL_HINT}")
+    return given
+
+
 def run(args: argparse.Namespace) -> int:
     kind: Kind = args.train_kind
     config = config_from(args)
+    options = _trainer_options(args)
     suffixes = IMAGE_SUFFIXES if kind == "vision" else WAV_SUFFIXES
     good_key, good_dir, labelled_dirs = (
         ("good", args.good, args.defect) if kind == "vision" else ("normal", args.normal, args.abnormal))
@@ -72,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         outcome = train(kind, examples, args.name, registry_for(config), progress=progress,
-                        promote=not args.no_promote)
+                        promote=not args.no_promote, trainer=args.trainer, options=options)
     except TrainingError as exc:
         print(file=sys.stderr)
         raise CommandError(f"training failed: {exc}") from exc
