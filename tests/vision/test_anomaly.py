@@ -13,10 +13,11 @@ import pytest
 from models.manifest import ManifestError
 from models.runtime import create_session, load_model
 from vision.anomaly import AnomalyParams, TrainingDataError, train_anomaly_model
-from vision.anomaly.calibration import PositionStats, nearest_distances, normalised_scores
+from vision.anomaly.calibration import PositionStats, most_similar, nearest_distances, normalised_scores
 from vision.anomaly.features import FeatureExtractor, image_input
 from vision.anomaly.graph import SearchHead, feature_graph, scoring_graph
 from vision.anomaly.images import image_files
+from vision.anomaly.train import _calibration_maps
 from vision.preprocess import to_tensor
 
 DATASET = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "magnetic-tile"
@@ -175,3 +176,32 @@ def test_masks_given_as_training_files_are_skipped(good_files: list[Path], tmp_p
     assert report.counts["good"] == 9
     assert sorted(s.path.name for s in report.skipped) == sorted(f"part_{i}.png" for i in range(9))
     assert all("mask" in s.reason for s in report.skipped)
+
+
+def test_most_similar_puts_the_image_first_and_its_twin_next() -> None:
+    rng = np.random.default_rng(4)
+    features = [rng.normal(size=(50, 8)).astype(np.float32) + rng.normal(size=8).astype(np.float32) * 3
+                for _ in range(6)]
+    features.append(features[2] + 0.01)  # image 6 is a near-copy of image 2
+    assert most_similar(features, [2, 6], 1)[0].tolist() == [2, 6]
+    assert most_similar(features, [2, 6], 1)[1].tolist() == [6, 2]
+
+
+def test_calibration_of_parts_photographed_twice_is_that_of_new_parts() -> None:
+    """Scored beside its own second photograph, a good part looks perfect, and a threshold set from
+    such scores rejects new parts; calibration leaves each image's most similar image out too."""
+    rng = np.random.default_rng(11)
+    map_shape = (2, 4)
+    parts = [rng.normal(size=(8, 6)).astype(np.float32) + rng.normal(size=6).astype(np.float32) for _ in range(20)]
+    twice = [shot for part in parts for shot in (part, part + rng.normal(0, 0.01, part.shape).astype(np.float32))]
+    indices = list(range(0, 40, 2))
+
+    def maps(features: list[np.ndarray], chosen: list[int], exclude_similar: int) -> np.ndarray:
+        bank = np.concatenate(features)
+        owners = np.repeat(np.arange(len(features)), 8)
+        return _calibration_maps(features, chosen, bank, owners, map_shape, exclude_similar)
+
+    naive, careful = maps(twice, indices, 0), maps(twice, indices, 5)  # 40 images: one neighbour left out
+    new_parts = maps(parts, list(range(20)), 0)  # each part alone: what an unseen part looks like
+    assert naive.mean() < 0.05 * new_parts.mean()
+    assert careful.mean() == pytest.approx(new_parts.mean(), rel=0.05)

@@ -86,3 +86,57 @@ def test_classifier_needs_enough_good_images(tmp_path: Path) -> None:
     blobs = write(tmp_path / "blob", [blob(texture(rng), rng) for _ in range(5)])
     with pytest.raises(TrainingDataError, match="at least 11"):
         train_classifier_model(good, {"blob": blobs}, "c", tmp_path / "build", params=SMALL)
+
+
+def test_head_pooling_in_onnx_matches_its_numpy_twin(tmp_path: Path) -> None:
+    """The head trains on numpy-pooled features and runs on ONNX-pooled ones: both must agree."""
+    import onnx
+
+    from models.runtime import create_session
+    from vision.anomaly.graph import (
+        FEATURES_NAME,
+        INPUT_NAME,
+        MAP_NAME,
+        SCORE_NAME,
+        add_classifier_head,
+        pooled_features,
+        with_features_output,
+    )
+    from vision.anomaly.train import train_anomaly_model
+
+    rng = np.random.default_rng(9)
+    good = write(tmp_path / "good", [texture(rng) for _ in range(10)])
+    train_anomaly_model(good, {}, "a", tmp_path / "anomaly", params=SMALL)
+    scoring = onnx.load(str(tmp_path / "anomaly" / "model.onnx"))
+    onnx.save(with_features_output(scoring), str(tmp_path / "features.onnx"))
+    features_session = create_session(tmp_path / "features.onnx", 1)
+    image = to_tensor(blob(texture(rng), rng), load_model(tmp_path / "anomaly").manifest.input).astype(np.float32)
+    score, features, anomaly_map = features_session.run([SCORE_NAME, FEATURES_NAME, MAP_NAME], {INPUT_NAME: image})
+    pooled = pooled_features(features[0], anomaly_map[0], float(score[0]))
+    # an identity-like head: the logits are the first three pooled values, so probabilities reveal them
+    dims = pooled.shape[0]
+    weights = np.zeros((dims, 3), np.float32)
+    weights[[0, dims - 1, dims // 2], [0, 1, 2]] = 1.0
+    head = add_classifier_head(scoring, np.zeros(dims, np.float32), np.ones(dims, np.float32), weights,
+                               np.zeros(3, np.float32))
+    onnx.save(head, str(tmp_path / "head.onnx"))
+    (probabilities,) = create_session(tmp_path / "head.onnx", 1).run(["probabilities"], {INPUT_NAME: image})
+    chosen = pooled[[0, dims - 1, dims // 2]].astype(np.float64)
+    expected = np.exp(chosen - chosen.max()) / np.exp(chosen - chosen.max()).sum()
+    np.testing.assert_allclose(probabilities[0], expected, atol=1e-4)
+
+
+def test_threshold_misses_few_defects_and_is_raised_past_a_half_for_an_unsure_model() -> None:
+    from vision.classifier.threshold import choose_threshold
+
+    rng = np.random.default_rng(5)
+    # a confident model: defects near 1, good parts near 0 -> at most 0.5, every defect caught
+    defect_score = np.r_[rng.uniform(0.7, 1.0, 100), rng.uniform(0.0, 0.3, 100)]
+    is_defect = np.r_[np.ones(100, bool), np.zeros(100, bool)]
+    threshold = choose_threshold(defect_score, is_defect)
+    assert threshold <= 0.5 and (defect_score[is_defect] >= threshold).all()
+    # an unsure six-class model: P(good) below 0.5 even for good parts (1 - P(good) in 0.55..0.75)
+    unsure = np.r_[rng.uniform(0.7, 0.95, 100), rng.uniform(0.55, 0.75, 100)]
+    threshold = choose_threshold(unsure, is_defect)
+    assert threshold > 0.5
+    assert (unsure[~is_defect] >= threshold).mean() <= 0.1

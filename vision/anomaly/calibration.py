@@ -33,6 +33,19 @@ def nearest_distances(queries: FloatArray, bank: FloatArray, excluded: npt.NDArr
     return out
 
 
+def most_similar(features: list[FloatArray], indices: list[int], count: int) -> list[npt.NDArray[np.int64]]:
+    """For each image in ``indices``: itself and the ``count`` training images whose mean patch feature
+    is closest in direction (cosine), the candidates for being the same part photographed again."""
+    means = np.stack([f.mean(axis=0) for f in features]).astype(np.float64)
+    means /= np.linalg.norm(means, axis=1, keepdims=True) + 1e-12
+    result = []
+    for index in indices:
+        similarity = means @ means[index]
+        similarity[index] = np.inf  # itself first
+        result.append(np.argsort(-similarity)[: count + 1].astype(np.int64))
+    return result
+
+
 def smooth(grid: FloatArray, sigma: float) -> FloatArray:
     """The same Gaussian smoothing as the scoring graph (zero padding, like its Conv)."""
     kernel = gaussian_kernel(sigma)

@@ -50,14 +50,15 @@ class SearchHead:
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "") -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._count = 0
+        self._prefix = prefix  # keeps names unique when extending a graph built by another builder
 
     def name(self, hint: str) -> str:
         self._count += 1
-        return f"{hint}_{self._count}"
+        return f"{self._prefix}{hint}_{self._count}"
 
     def const(self, hint: str, value: npt.ArrayLike, dtype: type = np.float32) -> str:
         name = self.name(hint)
@@ -210,15 +211,52 @@ def with_features_output(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+# Pooling temperatures of the classifier head, in units of the anomaly map's spread: the head
+# pools the patch features around the most anomalous cells (what the defect looks like) and where
+# they are (how far from the tile's border), besides the whole-image mean and max.
+HEAD_TEMPERATURES = (1.0, 4.0)
+HEAD_TOP_K = (5, 20)
+
+
+def _border_distances(map_h: int, map_w: int) -> FloatArray:
+    """[h*w, 2]: each map cell's distance to the nearest top/bottom and left/right border, as a fraction."""
+    rows, cols = np.divmod(np.arange(map_h * map_w), map_w)
+    return np.stack([np.minimum(rows, map_h - 1 - rows) / map_h,
+                     np.minimum(cols, map_w - 1 - cols) / map_w], axis=1).astype(np.float32)
+
+
 def add_classifier_head(model: onnx.ModelProto, mean: FloatArray, scale: FloatArray, weights: FloatArray,
                         bias: FloatArray) -> onnx.ModelProto:
-    """Extend a scoring graph: [mean-pooled, max-pooled patch features, anomaly score] -> standardised ->
-    linear layer -> softmax ``probabilities``; the anomaly map stays an output."""
-    b = _Builder()
-    pooled = b.op("Concat", [b.op("ReduceMean", [FEATURES_NAME], "mean_pool", axes=[2, 3], keepdims=0),
-                             b.op("ReduceMax", [FEATURES_NAME], "max_pool", axes=[2, 3], keepdims=0),
-                             b.op("Reshape", [SCORE_NAME, b.const("score_shape", [1, 1], np.int64)])],
-                    "pooled", axis=1)
+    """Extend a scoring graph with a softmax ``probabilities`` output over the pooled features of
+    :func:`pooled_features` (standardised, then one linear layer); the anomaly map stays an output."""
+    b = _Builder(prefix="head_")
+    map_dims = next(o for o in model.graph.output if o.name == MAP_NAME).type.tensor_type.shape.dim
+    map_h, map_w = int(map_dims[1].dim_value), int(map_dims[2].dim_value)
+    cells = map_h * map_w
+    patches = b.op("Reshape", [FEATURES_NAME, b.const("patches_shape", [-1, cells], np.int64)], "patches")  # [C, hw]
+    cell_scores = b.op("Reshape", [MAP_NAME, b.const("cells_shape", [1, cells], np.int64)], "cell_scores")
+    top = b.name("top")  # the highest cells, sorted (TopK has a second output: their indices)
+    b.nodes.append(helper.make_node("TopK", [cell_scores, b.const("k", [max(HEAD_TOP_K)], np.int64)],
+                                    [top, b.name("top_indices")], axis=1))
+    map_mean = b.op("ReduceMean", [cell_scores], "map_mean", axes=[1], keepdims=1)
+    centred = b.op("Sub", [cell_scores, map_mean])
+    map_std = b.op("Sqrt", [b.op("ReduceMean", [b.op("Mul", [centred, centred])], axes=[1], keepdims=1)], "map_std")
+    parts = [b.op("ReduceMean", [FEATURES_NAME], "mean_pool", axes=[2, 3], keepdims=0),
+             b.op("ReduceMax", [FEATURES_NAME], "max_pool", axes=[2, 3], keepdims=0),
+             b.op("Reshape", [SCORE_NAME, b.const("score_shape", [1, 1], np.int64)])]
+    for k in HEAD_TOP_K:
+        head = b.op("Slice", [top, b.const("zero", [0], np.int64), b.const("k", [k], np.int64),
+                              b.const("axis", [1], np.int64)])
+        parts.append(b.op("ReduceMean", [head], f"top{k}_mean", axes=[1], keepdims=1))
+    parts += [map_mean, map_std]
+    spread = b.op("Add", [map_std, b.const("eps", 1e-6)])
+    borders = b.const("border_distances", _border_distances(map_h, map_w))
+    for temperature in HEAD_TEMPERATURES:
+        logits = b.op("Div", [b.op("Mul", [cell_scores, b.const("t", temperature)]), spread])
+        focus = b.op("Softmax", [logits], "focus", axis=1)  # [1, hw]
+        parts.append(b.op("MatMul", [focus, b.op("Transpose", [patches], perm=[1, 0])], "focus_pool"))
+        parts.append(b.op("MatMul", [focus, borders], "focus_border"))
+    pooled = b.op("Concat", parts, "pooled", axis=1)
     standard = b.op("Div", [b.op("Sub", [pooled, b.const("pooled_mean", mean[None])]),
                             b.const("pooled_scale", scale[None])], "standardised")
     logits = b.op("Gemm", [standard, b.const("weights", weights), b.const("bias", bias)], "logits")
@@ -235,10 +273,21 @@ def add_classifier_head(model: onnx.ModelProto, mean: FloatArray, scale: FloatAr
     return result
 
 
-def pooled_features(patch_features: FloatArray, score: float) -> FloatArray:
-    """numpy twin of the classifier's input: patch features [C, h, w] and score -> [2C + 1]."""
-    flat = patch_features.reshape(patch_features.shape[0], -1)
-    return np.concatenate([flat.mean(axis=1), flat.max(axis=1), [score]]).astype(np.float32)
+def pooled_features(patch_features: FloatArray, anomaly_map: FloatArray, score: float) -> FloatArray:
+    """numpy twin of the classifier's input: patch features [C, h, w], anomaly map [h, w], score -> [3C + 7 + ...]."""
+    map_h, map_w = anomaly_map.shape
+    patches = patch_features.reshape(patch_features.shape[0], -1).astype(np.float64)
+    cells = anomaly_map.reshape(-1).astype(np.float64)
+    ranked = np.sort(cells)[::-1]
+    parts = [patches.mean(axis=1), patches.max(axis=1), [score],
+             *[[ranked[:k].mean()] for k in HEAD_TOP_K], [cells.mean(), cells.std()]]
+    borders = _border_distances(map_h, map_w)
+    for temperature in HEAD_TEMPERATURES:
+        logits = temperature * cells / (cells.std() + 1e-6)
+        focus = np.exp(logits - logits.max())
+        focus /= focus.sum()
+        parts += [patches @ focus, focus @ borders]
+    return np.concatenate([np.asarray(part, np.float64).ravel() for part in parts]).astype(np.float32)
 
 
 def feature_graph(params: AnomalyParams) -> onnx.ModelProto:

@@ -22,7 +22,7 @@ class AnomalyParams:
     aggregate: int = 3  # local neighbourhood (k x k mean) of each feature map
     standardize: bool = True  # per-image brightness/contrast normalisation inside the graph
     projection_dims: int = 32  # PCA dimensions of the patch features (0 = keep all)
-    bank_size: int = 20000  # memory bank patches after coreset reduction
+    bank_size: int = 20000  # memory bank patches after coreset reduction (search time grows with it)
     coreset_dims: int = 24  # dimensions used to pick the coreset
     coreset: str = "greedy"  # "greedy" (approximate k-centre) or "random" (the textbook baseline)
     position_norm: bool = True  # normalise each map cell by the good parts' typical distance there
@@ -30,6 +30,12 @@ class AnomalyParams:
     flip_below: int = 50  # ... only while there are fewer good images than this
     map_sigma: float = 1.0  # Gaussian smoothing of the anomaly map (in map cells)
     calibration_images: int = 120  # at most this many leave-one-out images for calibration
+    # Each calibration image is scored without its own patches *and* those of its most similar
+    # training images (at most this many, and one per 20 images in the set): a part photographed
+    # twice, or under several lights, would otherwise calibrate the threshold for parts already
+    # seen, and unseen parts would be rejected far more often than the calibration promised.
+    calibration_exclude_similar: int = 1
+    calibration_false_reject: float = 0.04  # share of calibration scores above the good-only threshold
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -18,6 +18,7 @@ from vision.anomaly.calibration import (
     PositionStats,
     auroc,
     good_only_threshold,
+    most_similar,
     nearest_distances,
     normalised_scores,
     position_stats,
@@ -61,9 +62,11 @@ def _fit_projection(samples: FloatArray, dims: int) -> tuple[FloatArray, FloatAr
 
 
 def _calibration_maps(features: list[FloatArray], indices: list[int], bank: FloatArray,
-                      owners: npt.NDArray[np.int64], map_shape: tuple[int, int]) -> FloatArray:
-    """Leave-one-image-out distance maps of the given training images."""
-    maps = [nearest_distances(features[i], bank, excluded=owners == i).reshape(map_shape) for i in indices]
+                      owners: npt.NDArray[np.int64], map_shape: tuple[int, int], exclude_similar: int) -> FloatArray:
+    """Distance maps of the given training images, each without its own and its most similar images' patches."""
+    left_out = most_similar(features, indices, min(exclude_similar, len(features) // 20))
+    maps = [nearest_distances(features[i], bank, excluded=np.isin(owners, out)).reshape(map_shape)
+            for i, out in zip(indices, left_out, strict=True)]
     return np.asarray(maps, np.float32)
 
 
@@ -137,11 +140,12 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
         report_progress(0.8, "calibrating on held-out good images")
         originals = [((variants[0] - mean) @ projection).astype(np.float32) for variants in per_image]
         calibration = sorted(rng.choice(count, min(count, params.calibration_images), replace=False).tolist())
-        maps = _calibration_maps(originals, calibration, bank, owners, params.map_shape)
+        maps = _calibration_maps(originals, calibration, bank, owners, params.map_shape,
+                                 params.calibration_exclude_similar)
         stats = position_stats(maps, symmetric=flips) if params.position_norm else PositionStats(
             np.zeros(params.map_shape, np.float32), np.ones(params.map_shape, np.float32))
         good_scores = normalised_scores(maps, stats, params.map_sigma)
-        threshold = good_only_threshold(good_scores)
+        threshold = good_only_threshold(good_scores, params.calibration_false_reject)
         metrics: dict[str, Any] = {
             "calibration_images": len(calibration),
             "calibration_good_score_median": float(np.median(good_scores)),

@@ -28,11 +28,10 @@ from vision.anomaly.images import SkippedFile, read_training_images, split_masks
 from vision.anomaly.params import AnomalyParams
 from vision.anomaly.train import MIN_GOOD_IMAGES, Progress, TrainingDataError, TrainingReport, train_anomaly_model
 from vision.classifier.softmax import fit_softmax, softmax
+from vision.classifier.threshold import choose_threshold
 from vision.preprocess import to_tensor
 
 MIN_IMAGES_PER_LABEL = 3
-MAX_MISS_RATE = 0.02  # the threshold is set so that at most this share of defects would pass as good
-MAX_FALSE_REJECT = 0.10  # ... unless that would reject more than this share of good parts
 FOLDS = 5
 GOOD_LABEL = "good"
 FloatArray = npt.NDArray[np.float32]
@@ -115,9 +114,9 @@ def train_classifier_model(good: list[Path], defects: dict[str, list[Path]], nam
             for image in by_label[label]:
                 tensor = to_tensor(image, spec).astype(np.float32)
                 for variant in flipped_variants(tensor, flips=True):
-                    score, features = session.run([SCORE_NAME, FEATURES_NAME],
-                                                  {INPUT_NAME: np.ascontiguousarray(variant)})
-                    rows.append(pooled_features(features[0], float(score[0])))
+                    score, features, anomaly_map = session.run(
+                        [SCORE_NAME, FEATURES_NAME, MAP_NAME], {INPUT_NAME: np.ascontiguousarray(variant)})
+                    rows.append(pooled_features(features[0], anomaly_map[0], float(score[0])))
                     targets.append(index)
                     groups.append(done)
                 done += 1
@@ -144,8 +143,8 @@ def train_classifier_model(good: list[Path], defects: dict[str, list[Path]], nam
         "good_for_anomaly_bank": anomaly.counts["good"], "skipped": len(skipped)}
     manifest = Manifest(
         name=name, version=1, kind="vision-classifier",
-        description="Defect classifier: softmax head on pooled EfficientNet-Lite0 features and a good-only "
-                    "anomaly score",
+        description="Defect classifier: softmax head on EfficientNet-Lite0 features pooled over the whole "
+                    "image and around the most anomalous cells, and good-only anomaly statistics",
         onnx_sha256=sha256_of(onnx_path), input=spec,
         outputs={"probabilities": PROBABILITIES_NAME, "anomaly_map": MAP_NAME},
         labels=labels, ok_labels=[GOOD_LABEL], threshold=threshold, metrics=metrics,
@@ -159,18 +158,10 @@ def train_classifier_model(good: list[Path], defects: dict[str, list[Path]], nam
 
 def _threshold_and_metrics(probabilities: npt.NDArray[np.float64], truth: npt.NDArray[np.int64],
                            labels: list[str]) -> tuple[float, dict[str, Any]]:
-    """NG when 1 - P(good) >= threshold: the largest threshold that misses at most MAX_MISS_RATE of
-    the (cross-validated) defects, but not so low that more than MAX_FALSE_REJECT of good parts fail."""
+    """NG when 1 - P(good) >= threshold, chosen on cross-validated probabilities (see choose_threshold)."""
     defect_score = 1.0 - probabilities[:, 0]
     is_defect = truth != 0
-    scores = np.sort(defect_score[is_defect])
-    allowed = int(np.floor(MAX_MISS_RATE * len(scores)))
-    threshold = float(min(0.5, scores[allowed] if len(scores) else 0.5))
-    good_scores = defect_score[~is_defect]
-    if len(good_scores):
-        floor = float(np.quantile(good_scores, 1.0 - MAX_FALSE_REJECT))
-        threshold = max(threshold, min(0.5, floor))
-    threshold = max(threshold - 1e-6, 1e-6)
+    threshold = choose_threshold(defect_score, is_defect)
     predicted = np.where(defect_score >= threshold, np.argmax(np.where(np.arange(len(labels)) == 0, -1, probabilities),
                                                                 axis=1), 0)
     metrics = {
