@@ -72,3 +72,60 @@ def test_help_for_every_command() -> None:
 
 def test_make_brightness_model_is_importable_for_other_tests(tmp_path: Path) -> None:
     assert (make_brightness_model(tmp_path) / "manifest.json").is_file()
+
+
+def _part_images(folder: Path, levels: list[int], spot: bool = False) -> None:
+    """Dark parts whose brightness (the small model's score) rises with the level."""
+    folder.mkdir(parents=True)
+    for index, level in enumerate(levels):
+        rng = np.random.default_rng(index)
+        image = rng.integers(level, level + 40, size=(120, 160), dtype=np.uint8)
+        if spot:
+            image[70:100, 100:140] = 250
+        cv2.imwrite(str(folder / f"part_{index:02d}.png"), image)
+
+
+def test_models_calibrate_sets_the_threshold_from_unseen_good_parts_as_a_new_version(tmp_path: Path) -> None:
+    config = write_station_config(tmp_path)
+    good, defects = tmp_path / "good", tmp_path / "scratch"
+    _part_images(good, [40 + 4 * i for i in range(30)])  # scores about 0.24..0.69: v1's 0.5 rejects many
+    (good / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    _part_images(defects, [30, 50, 70], spot=True)
+    args = ["models", "calibrate", "--config", str(config), "bright-spot", "--good", str(good)]
+
+    dry = run_cli(*args, "--defect", str(defects), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    report = json.loads(dry.stdout)
+    assert report["good_images"] == 30 and report["defect_images"] == {"scratch": 3}
+    assert [item["path"] for item in report["skipped"]] == [str(good / "broken.jpg")]
+    assert report["at_previous_threshold"]["false_reject_rate"] > 0.3
+    assert report["at_new_threshold"]["false_reject_rate"] <= 0.04 + 1 / 30
+    assert report["at_new_threshold"]["miss_rate"] == 0.0 and report["new_threshold"] > 0.5
+    assert "registered_version" not in report
+    assert "v2" not in run_cli("models", "list", "--config", str(config)).stdout
+
+    done = json.loads(run_cli(*args).stdout)
+    assert done["registered_version"] == 2 and done["active"]
+    shown = json.loads(run_cli("models", "show", "--config", str(config), "bright-spot").stdout)
+    original = json.loads(run_cli("models", "show", "--config", str(config), "bright-spot", "1").stdout)
+    assert shown["version"] == 2 and shown["threshold"] == done["new_threshold"]
+    assert shown["onnx_sha256"] == original["onnx_sha256"] and shown["training"]["parent_version"] == 1
+    assert shown["metrics"]["site_calibration"]["previous_threshold"] == 0.5
+    brightest = sorted(good.glob("part_*.png"))[-3]  # NG at v1's threshold, OK now
+    verdict = json.loads(run_cli("verdict", "--config", str(config), str(brightest)).stdout)
+    assert verdict["decision"] == "OK" and verdict["model"]["version"] == 2
+    assert "rolled back to v1" in run_cli("models", "rollback", "--config", str(config), "bright-spot").stdout
+
+
+def test_models_calibrate_refuses_too_few_images_and_unknown_models(tmp_path: Path) -> None:
+    config = write_station_config(tmp_path)
+    few = tmp_path / "few"
+    _part_images(few, [40, 50, 60, 70, 80])
+    refused = run_cli("models", "calibrate", "--config", str(config), "bright-spot", "--good", str(few))
+    assert refused.returncode == 2 and "at least 20 judged good images, got 5" in refused.stderr
+    unknown = run_cli("models", "calibrate", "--config", str(config), "nope", "--good", str(few))
+    assert unknown.returncode == 2 and "unknown model 'nope'" in unknown.stderr
+    bad_rate = run_cli("models", "calibrate", "--config", str(config), "bright-spot", "--good", str(few),
+                       "--false-reject", "0.9")
+    assert bad_rate.returncode == 2 and "--false-reject" in bad_rate.stderr
+    assert "v2" not in run_cli("models", "list", "--config", str(config)).stdout

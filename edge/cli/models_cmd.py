@@ -1,11 +1,13 @@
-"""``edge-inspect models``: list, show, promote and roll back model versions."""
+"""``edge-inspect models``: list, show, promote and roll back model versions; calibrate a threshold on site."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from edge.cli.common import CommandError, add_config_option, config_from, registry_for
+from edge.site_calibration import MIN_GOOD_IMAGES
 from models.manifest import ManifestError
 from models.registry import UnknownModelError
 
@@ -30,6 +32,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_config_option(rollback)
     rollback.add_argument("name")
     rollback.set_defaults(handler=run_rollback)
+    calibrate = actions.add_parser(
+        "calibrate", help="set a vision model's threshold from good parts it has not seen (a new version)",
+        description="The active version judges the --good images (parts never used to train it); a new "
+                    "version with the same ONNX and the threshold that about --false-reject of those good "
+                    "parts exceed is registered and promoted. Prints false rejects, and misses on the "
+                    "--defect images if given, at the old and the new threshold.")
+    add_config_option(calibrate)
+    calibrate.add_argument("name")
+    calibrate.add_argument("--good", type=Path, required=True, metavar="DIR",
+                           help=f"good parts the model has not seen (at least {MIN_GOOD_IMAGES} images)")
+    calibrate.add_argument("--defect", type=Path, action="append", default=[], metavar="DIR",
+                           help="defect parts, to report misses (repeatable)")
+    calibrate.add_argument("--false-reject", type=float, default=0.04, metavar="RATE",
+                           help="share of good parts allowed above the threshold (default 0.04)")
+    calibrate.add_argument("--dry-run", action="store_true", help="only compare; register nothing")
+    calibrate.add_argument("--no-promote", action="store_true", help="register without making it active")
+    calibrate.set_defaults(handler=run_calibrate)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -75,4 +94,54 @@ def run_rollback(args: argparse.Namespace) -> int:
     except UnknownModelError as exc:
         raise CommandError(str(exc)) from exc
     print(f"{entry.name} rolled back to v{entry.version}")
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from edge.cli.train_cmd import files_in
+    from edge.inspection import JudgeOptions, quality_limits
+    from edge.model_manager import ModelManager
+    from edge.site_calibration import error_rates, register_calibrated, score_images, site_threshold
+    from vision.sources import IMAGE_SUFFIXES
+
+    if not 0.0 < args.false_reject < 0.5:
+        raise CommandError(f"--false-reject {args.false_reject}: give a share between 0 and 0.5, e.g. 0.04")
+    config = config_from(args)
+    registry = registry_for(config)
+    try:
+        source = registry.get(args.name)
+        manifest = registry.manifest(args.name)
+        if manifest.modality != "vision":
+            raise CommandError(f"model '{args.name}' is a {manifest.kind} model: calibrate handles vision models")
+        inspector = ModelManager(registry, config.models.threads).vision(args.name)
+    except (UnknownModelError, ManifestError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    options = JudgeOptions(model=args.name, quality=quality_limits(config.quality))
+    max_pixels = int(config.api.max_image_megapixels * 1_000_000)
+    good = score_images(inspector, files_in(args.good, IMAGE_SUFFIXES, "good"), options, max_pixels)
+    defects = {folder.name: score_images(inspector, files_in(folder, IMAGE_SUFFIXES, "defect"), options, max_pixels)
+               for folder in args.defect}
+    defect_scores = [score for scored in defects.values() for score in scored.scores]
+    skipped = good.skipped + [item for scored in defects.values() for item in scored.skipped]
+    try:
+        threshold = site_threshold(good.scores, args.false_reject)
+    except ValueError as exc:
+        raise CommandError(f"{exc} ({len(good.skipped)} of the good files skipped)") from exc
+    summary = {
+        "good_images": len(good.scores), "defect_images": {label: len(s.scores) for label, s in defects.items()},
+        "false_reject_target": args.false_reject,
+        "at_previous_threshold": error_rates(good.scores, defect_scores, manifest.threshold),
+        "at_new_threshold": error_rates(good.scores, defect_scores, threshold),
+    }
+    report = {"model": args.name, "version": source.version, "threshold": manifest.threshold,
+              "new_threshold": threshold, **summary, "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+    if args.name in config.models.thresholds:
+        report["warning"] = (f"the station config overrides this model's threshold "
+                             f"({config.models.thresholds[args.name]}): remove models.thresholds.{args.name} "
+                             "for the calibrated one to apply")
+    if not args.dry_run:
+        registered = register_calibrated(registry, source, manifest, threshold, summary, not args.no_promote)
+        report["registered_version"] = registered.version
+        report["active"] = not args.no_promote
+    print(json.dumps(report, indent=2))
     return 0

@@ -57,3 +57,13 @@ def read_training_images(paths: list[Path]) -> tuple[list[tuple[Path, npt.NDArra
             continue
         images.append((path, pixels))
     return images, skipped
+
+
+def read_part_images(paths: list[Path], skipped: list[SkippedFile]) -> list[npt.NDArray[np.uint8]]:
+    """The decodable part images of a labelled folder; unreadable files and defect masks beside the
+    images are appended to ``skipped`` with the reason."""
+    images, masks = split_masks(list(paths))
+    readable, unreadable = read_training_images(images)
+    skipped.extend(unreadable)
+    skipped.extend(SkippedFile(p, "a defect mask (same name as an image beside it), not a part image") for p in masks)
+    return [pixels for _, pixels in readable]

@@ -24,7 +24,7 @@ from vision.anomaly.graph import (
     pooled_features,
     with_features_output,
 )
-from vision.anomaly.images import SkippedFile, read_training_images, split_masks
+from vision.anomaly.images import SkippedFile, read_part_images, split_masks
 from vision.anomaly.params import AnomalyParams
 from vision.anomaly.train import MIN_GOOD_IMAGES, Progress, TrainingDataError, TrainingReport, train_anomaly_model
 from vision.classifier.softmax import fit_softmax, softmax
@@ -35,14 +35,6 @@ MIN_IMAGES_PER_LABEL = 3
 FOLDS = 5
 GOOD_LABEL = "good"
 FloatArray = npt.NDArray[np.float32]
-
-
-def _read(paths: list[Path], skipped: list[SkippedFile]) -> list[npt.NDArray[np.uint8]]:
-    images, masks = split_masks(list(paths))
-    readable, unreadable = read_training_images(images)
-    skipped.extend(unreadable)
-    skipped.extend(SkippedFile(p, "a defect mask (same name as an image beside it), not a part image") for p in masks)
-    return [pixels for _, pixels in readable]
 
 
 def _out_of_fold(features: FloatArray, labels: npt.NDArray[np.int64], groups: npt.NDArray[np.int64],
@@ -87,9 +79,9 @@ def train_classifier_model(good: list[Path], defects: dict[str, list[Path]], nam
     head_paths = [good_paths[i] for i in sorted(order[bank_count:])]
 
     report_progress(0.0, "reading images")
-    by_label = {GOOD_LABEL: _read(head_paths, skipped)}
+    by_label = {GOOD_LABEL: read_part_images(head_paths, skipped)}
     for label, paths in sorted(defects.items()):
-        by_label[label] = _read(paths, skipped)
+        by_label[label] = read_part_images(paths, skipped)
     too_few = [f"{label} ({len(images)})" for label, images in by_label.items() if len(images) < MIN_IMAGES_PER_LABEL]
     if too_few or len(by_label) < 2:
         raise TrainingDataError(f"every defect label needs at least {MIN_IMAGES_PER_LABEL} usable images and at "

@@ -24,7 +24,7 @@ import numpy.typing as npt
 from models.decision import judge_outputs
 from models.manifest import ONNX_FILE, ImageInput, Manifest, TrainingInfo, sha256_of, write_manifest
 from models.runtime import load_model
-from vision.anomaly.images import SkippedFile, read_training_images, split_masks
+from vision.anomaly.images import SkippedFile, read_part_images
 from vision.classifier.threshold import RULE as THRESHOLD_RULE
 from vision.classifier.threshold import choose_threshold
 from vision.preprocess import fit, to_tensor
@@ -95,7 +95,8 @@ def train_yolo_classifier(good: list[Path], defects: dict[str, list[Path]], name
 
     report(0.0, "reading images")
     skipped: list[SkippedFile] = []
-    by_label = {label: _read(paths, skipped) for label, paths in [(GOOD_LABEL, good), *sorted(defects.items())]}
+    folders = [(GOOD_LABEL, good), *sorted(defects.items())]
+    by_label = {label: read_part_images(paths, skipped) for label, paths in folders}
     too_few = [f"{label} ({len(images)})" for label, images in by_label.items() if len(images) < MIN_IMAGES_PER_CLASS]
     if too_few:
         raise YoloTrainingDataError(
@@ -151,14 +152,6 @@ def train_yolo_classifier(good: list[Path], defects: dict[str, list[Path]], name
     write_manifest(build_dir, manifest)
     report(1.0, "done")
     return YoloTrainingReport(manifest, build_dir, build_dir / WEIGHTS_FILE, skipped, counts, timings, metrics)
-
-
-def _read(paths: list[Path], skipped: list[SkippedFile]) -> list[npt.NDArray[np.uint8]]:
-    images, masks = split_masks(list(paths))
-    readable, unreadable = read_training_images(images)
-    skipped.extend(unreadable)
-    skipped.extend(SkippedFile(p, "a defect mask (same name as an image beside it), not a part image") for p in masks)
-    return [pixels for _, pixels in readable]
 
 
 def _split(by_label: dict[str, list[npt.NDArray[np.uint8]]], seed: int) -> _Split:

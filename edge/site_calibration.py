@@ -1,0 +1,79 @@
+"""Site calibration: set a vision model's threshold from parts judged at the station.
+
+A threshold chosen at training can only come from the training images themselves, and on real
+lines new parts score higher than those (the same part photographed twice, lighting drift, a new
+supplier). A technician therefore confirms it on site: the active version judges a folder of good
+parts it has never seen, and a new registry version with the same ONNX and a threshold from those
+scores is registered, so promote and rollback work as usual. Defect parts, when given, are judged
+too and show the misses the new threshold costs against the old one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.inspection import JudgeOptions, evaluate
+from models.manifest import Manifest
+from models.registry import ModelRegistry, ModelVersion
+from vision.anomaly.calibration import good_only_threshold
+from vision.images import ImageError, read_image_file
+from vision.inspector import VisionInspector
+
+MIN_GOOD_IMAGES = 20  # fewer cannot place a threshold at a few per cent of false rejects
+TOOL = "edge-inspect models calibrate"
+
+
+@dataclass
+class ScoredImages:
+    scores: list[float] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def score_images(inspector: VisionInspector, files: list[Path], options: JudgeOptions,
+                 max_pixels: int) -> ScoredImages:
+    """Scores of the images the station would judge; unreadable ones and ones the quality gate
+    refuses are skipped with their reason (they would never be judged on the line either)."""
+    scored = ScoredImages()
+    for path in files:
+        try:
+            image = read_image_file(path, max_pixels)
+        except ImageError as exc:
+            scored.skipped.append((str(path), str(exc)))
+            continue
+        result, _ = evaluate(inspector, image.pixels, options)
+        if result.score is None:
+            scored.skipped.append((str(path), result.reason or "not judged"))
+        else:
+            scored.scores.append(result.score)
+    return scored
+
+
+def error_rates(good: list[float], defects: list[float], threshold: float) -> dict[str, float | None]:
+    """False rejects among the good parts and misses among the defect parts at ``threshold``."""
+    return {"false_reject_rate": float(np.mean(np.asarray(good) >= threshold)) if good else None,
+            "miss_rate": float(np.mean(np.asarray(defects) < threshold)) if defects else None}
+
+
+def site_threshold(good: list[float], false_reject: float) -> float:
+    """The score that about ``false_reject`` of the good parts exceed: the lowest threshold, so the
+    fewest misses, within that false-reject bound (defect parts only report the misses it costs)."""
+    if len(good) < MIN_GOOD_IMAGES:
+        raise ValueError(f"site calibration needs at least {MIN_GOOD_IMAGES} judged good images, got {len(good)}")
+    return good_only_threshold(np.asarray(good, np.float32), false_reject)
+
+
+def register_calibrated(registry: ModelRegistry, source: ModelVersion, manifest: Manifest, threshold: float,
+                        summary: dict[str, Any], promote: bool) -> ModelVersion:
+    """A new version of the model: the source's files, the new threshold, the calibration in its metrics."""
+    metrics = {**manifest.metrics, "site_calibration": {**summary, "tool": TOOL, "from_version": source.version,
+                                                        "previous_threshold": manifest.threshold,
+                                                        "at": datetime.now(UTC).isoformat()}}
+    training = manifest.training.model_copy(update={"parent_version": source.version})
+    calibrated = manifest.model_copy(update={"threshold": threshold, "metrics": metrics, "training": training,
+                                             "created_at": datetime.now(UTC)})
+    return registry.register(source.folder, calibrated, promote=promote)
