@@ -1,11 +1,11 @@
-"""Site calibration: set a vision model's threshold from parts judged at the station.
+"""Site calibration: set a model's threshold from parts judged at the station.
 
-A threshold chosen at training can only come from the training images themselves, and on real
-lines new parts score higher than those (the same part photographed twice, lighting drift, a new
+A threshold chosen at training can only come from the training data itself, and on real lines
+new parts score higher than those (the same part photographed twice, lighting drift, a new
 supplier). A technician therefore confirms it on site: the active version judges a folder of good
-parts it has never seen, and a new registry version with the same ONNX and a threshold from those
-scores is registered, so promote and rollback work as usual. Defect parts, when given, are judged
-too and show the misses the new threshold costs against the old one.
+parts (or normal sound clips) it has never seen, and a new registry version with the same ONNX and
+a threshold from those scores is registered, so promote and rollback work as usual. Defect files,
+when given, are judged too and show the misses the new threshold costs against the old one.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,21 +24,24 @@ from vision.anomaly.calibration import good_only_threshold
 from vision.images import ImageError, read_image_file
 from vision.inspector import VisionInspector
 
+if TYPE_CHECKING:
+    from acoustic.inspector import AcousticInspector
+
 MIN_GOOD_IMAGES = 20  # fewer cannot place a threshold at a few per cent of false rejects
 TOOL = "edge-inspect models calibrate"
 
 
 @dataclass
-class ScoredImages:
+class ScoredFiles:
     scores: list[float] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
 def score_images(inspector: VisionInspector, files: list[Path], options: JudgeOptions,
-                 max_pixels: int) -> ScoredImages:
+                 max_pixels: int) -> ScoredFiles:
     """Scores of the images the station would judge; unreadable ones and ones the quality gate
     refuses are skipped with their reason (they would never be judged on the line either)."""
-    scored = ScoredImages()
+    scored = ScoredFiles()
     for path in files:
         try:
             image = read_image_file(path, max_pixels)
@@ -46,6 +49,26 @@ def score_images(inspector: VisionInspector, files: list[Path], options: JudgeOp
             scored.skipped.append((str(path), str(exc)))
             continue
         result, _ = evaluate(inspector, image.pixels, options)
+        if result.score is None:
+            scored.skipped.append((str(path), result.reason or "not judged"))
+        else:
+            scored.scores.append(result.score)
+    return scored
+
+
+def score_clips(inspector: AcousticInspector, files: list[Path]) -> ScoredFiles:
+    """Scores of WAV files, judged whole as ``predict acoustic`` judges them; unreadable clips and
+    ones the input checks refuse (silence, clipping, wrong rate or length) are skipped with why."""
+    from acoustic.training import read_wav
+
+    scored = ScoredFiles()
+    for path in files:
+        try:
+            waveform, rate = read_wav(path)
+        except (OSError, ValueError, RuntimeError) as exc:
+            scored.skipped.append((str(path), str(exc)))
+            continue
+        result = inspector.judge(waveform, rate)
         if result.score is None:
             scored.skipped.append((str(path), result.reason or "not judged"))
         else:
@@ -63,7 +86,7 @@ def site_threshold(good: list[float], false_reject: float) -> float:
     """The score that about ``false_reject`` of the good parts exceed: the lowest threshold, so the
     fewest misses, within that false-reject bound (defect parts only report the misses it costs)."""
     if len(good) < MIN_GOOD_IMAGES:
-        raise ValueError(f"site calibration needs at least {MIN_GOOD_IMAGES} judged good images, got {len(good)}")
+        raise ValueError(f"site calibration needs at least {MIN_GOOD_IMAGES} judged good files, got {len(good)}")
     return good_only_threshold(np.asarray(good, np.float32), false_reject)
 
 

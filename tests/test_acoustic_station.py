@@ -4,6 +4,7 @@ camera and microphone together, and the real microphone path through PulseAudio.
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,3 +198,30 @@ def test_station_listens_to_a_real_microphone(tmp_path: Path, hum_model: Path,
             assert station.listener is not None and station.listener.running
         finally:
             station.stop()
+
+
+def test_models_calibrate_sets_a_sound_models_threshold_from_unseen_normal_clips(
+        tmp_path: Path, hum_model: Path) -> None:
+    from test_service_live import run_cli
+
+    config = with_hum(tmp_path, hum_model)
+    normal, faulty = tmp_path / "normal", tmp_path / "bearing"
+    normal.mkdir()
+    faulty.mkdir()
+    for i in range(24):
+        write_wav(normal / f"n{i:02d}.wav", machine_sound(300 + i, gain=0.6 + 0.03 * i))
+    write_wav(normal / "silent.wav", np.zeros(32000, np.float32))
+    for i in range(3):
+        write_wav(faulty / f"b{i}.wav", machine_sound(400 + i, fault="bearing"))
+    result = run_cli("models", "calibrate", "--config", str(config), "hum", "--normal", str(normal),
+                     "--abnormal", str(faulty), "--false-reject", "0.05")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["good_files"] == 24 and report["defect_files"] == {"bearing": 3}
+    assert [Path(item["path"]).name for item in report["skipped"]] == ["silent.wav"]
+    assert "flat" in report["skipped"][0]["reason"]  # a dead microphone, not a normal part
+    assert report["at_new_threshold"]["false_reject_rate"] <= 0.05 + 1 / 24
+    assert report["at_new_threshold"]["miss_rate"] == 0.0 and report["registered_version"] == 2
+    shown = json.loads(run_cli("models", "show", "--config", str(config), "hum").stdout)
+    assert shown["version"] == 2 and shown["threshold"] == report["new_threshold"] != report["threshold"]
+    assert shown["kind"] == "acoustic-anomaly" and shown["training"]["parent_version"] == 1

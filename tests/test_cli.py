@@ -96,7 +96,7 @@ def test_models_calibrate_sets_the_threshold_from_unseen_good_parts_as_a_new_ver
     dry = run_cli(*args, "--defect", str(defects), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     report = json.loads(dry.stdout)
-    assert report["good_images"] == 30 and report["defect_images"] == {"scratch": 3}
+    assert report["good_files"] == 30 and report["defect_files"] == {"scratch": 3}
     assert [item["path"] for item in report["skipped"]] == [str(good / "broken.jpg")]
     assert report["at_previous_threshold"]["false_reject_rate"] > 0.3
     assert report["at_new_threshold"]["false_reject_rate"] <= 0.04 + 1 / 30
@@ -122,7 +122,7 @@ def test_models_calibrate_refuses_too_few_images_and_unknown_models(tmp_path: Pa
     few = tmp_path / "few"
     _part_images(few, [40, 50, 60, 70, 80])
     refused = run_cli("models", "calibrate", "--config", str(config), "bright-spot", "--good", str(few))
-    assert refused.returncode == 2 and "at least 20 judged good images, got 5" in refused.stderr
+    assert refused.returncode == 2 and "at least 20 judged good files, got 5" in refused.stderr
     unknown = run_cli("models", "calibrate", "--config", str(config), "nope", "--good", str(few))
     assert unknown.returncode == 2 and "unknown model 'nope'" in unknown.stderr
     bad_rate = run_cli("models", "calibrate", "--config", str(config), "bright-spot", "--good", str(few),

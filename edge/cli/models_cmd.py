@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from edge.cli.common import CommandError, add_config_option, config_from, registry_for
-from edge.site_calibration import MIN_GOOD_IMAGES
+from edge.cli.train_cmd import WAV_SUFFIXES, files_in
+from edge.config import StationConfig
+from edge.site_calibration import MIN_GOOD_IMAGES, ScoredFiles
 from models.manifest import ManifestError
-from models.registry import UnknownModelError
+from models.registry import ModelRegistry, UnknownModelError
+from vision.sources import IMAGE_SUFFIXES
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -33,17 +37,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     rollback.add_argument("name")
     rollback.set_defaults(handler=run_rollback)
     calibrate = actions.add_parser(
-        "calibrate", help="set a vision model's threshold from good parts it has not seen (a new version)",
-        description="The active version judges the --good images (parts never used to train it); a new "
-                    "version with the same ONNX and the threshold that about --false-reject of those good "
-                    "parts exceed is registered and promoted. Prints false rejects, and misses on the "
-                    "--defect images if given, at the old and the new threshold.")
+        "calibrate", help="set a model's threshold from good parts it has not seen (a new version)",
+        description="The active version judges the --good images (or, for a sound model, --normal WAV "
+                    "clips) of parts never used to train it; a new version with the same ONNX and the "
+                    "threshold that about --false-reject of them exceed is registered and promoted. Prints "
+                    "false rejects, and misses on the --defect (--abnormal) files if given, at the old "
+                    "and the new threshold.")
     add_config_option(calibrate)
     calibrate.add_argument("name")
-    calibrate.add_argument("--good", type=Path, required=True, metavar="DIR",
-                           help=f"good parts the model has not seen (at least {MIN_GOOD_IMAGES} images)")
-    calibrate.add_argument("--defect", type=Path, action="append", default=[], metavar="DIR",
-                           help="defect parts, to report misses (repeatable)")
+    calibrate.add_argument("--good", "--normal", dest="good", type=Path, required=True, metavar="DIR",
+                           help=f"good parts the model has not seen (at least {MIN_GOOD_IMAGES} files)")
+    calibrate.add_argument("--defect", "--abnormal", dest="defect", type=Path, action="append", default=[],
+                           metavar="DIR", help="defect parts, to report misses (repeatable)")
     calibrate.add_argument("--false-reject", type=float, default=0.04, metavar="RATE",
                            help="share of good parts allowed above the threshold (default 0.04)")
     calibrate.add_argument("--dry-run", action="store_true", help="only compare; register nothing")
@@ -97,12 +102,25 @@ def run_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_calibrate(args: argparse.Namespace) -> int:
-    from edge.cli.train_cmd import files_in
+def _scorer(config: StationConfig, registry: ModelRegistry, name: str,
+            modality: str) -> tuple[Callable[[list[Path]], ScoredFiles], set[str]]:
+    """How the active version of ``name`` scores a folder's files, and which files those are."""
     from edge.inspection import JudgeOptions, quality_limits
     from edge.model_manager import ModelManager
-    from edge.site_calibration import error_rates, register_calibrated, score_images, site_threshold
-    from vision.sources import IMAGE_SUFFIXES
+    from edge.site_calibration import score_clips, score_images
+
+    manager = ModelManager(registry, config.models.threads)
+    if modality == "acoustic":
+        sound = manager.acoustic(name)
+        return (lambda files: score_clips(sound, files)), WAV_SUFFIXES
+    vision = manager.vision(name)
+    options = JudgeOptions(model=name, quality=quality_limits(config.quality))
+    max_pixels = int(config.api.max_image_megapixels * 1_000_000)
+    return (lambda files: score_images(vision, files, options, max_pixels)), IMAGE_SUFFIXES
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from edge.site_calibration import error_rates, register_calibrated, site_threshold
 
     if not 0.0 < args.false_reject < 0.5:
         raise CommandError(f"--false-reject {args.false_reject}: give a share between 0 and 0.5, e.g. 0.04")
@@ -111,24 +129,19 @@ def run_calibrate(args: argparse.Namespace) -> int:
     try:
         source = registry.get(args.name)
         manifest = registry.manifest(args.name)
-        if manifest.modality != "vision":
-            raise CommandError(f"model '{args.name}' is a {manifest.kind} model: calibrate handles vision models")
-        inspector = ModelManager(registry, config.models.threads).vision(args.name)
+        score, suffixes = _scorer(config, registry, args.name, manifest.modality)
     except (UnknownModelError, ManifestError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
-    options = JudgeOptions(model=args.name, quality=quality_limits(config.quality))
-    max_pixels = int(config.api.max_image_megapixels * 1_000_000)
-    good = score_images(inspector, files_in(args.good, IMAGE_SUFFIXES, "good"), options, max_pixels)
-    defects = {folder.name: score_images(inspector, files_in(folder, IMAGE_SUFFIXES, "defect"), options, max_pixels)
-               for folder in args.defect}
-    defect_scores = [score for scored in defects.values() for score in scored.scores]
+    good = score(files_in(args.good, suffixes, "good"))
+    defects = {folder.name: score(files_in(folder, suffixes, "defect")) for folder in args.defect}
+    defect_scores = [value for scored in defects.values() for value in scored.scores]
     skipped = good.skipped + [item for scored in defects.values() for item in scored.skipped]
     try:
         threshold = site_threshold(good.scores, args.false_reject)
     except ValueError as exc:
         raise CommandError(f"{exc} ({len(good.skipped)} of the good files skipped)") from exc
     summary = {
-        "good_images": len(good.scores), "defect_images": {label: len(s.scores) for label, s in defects.items()},
+        "good_files": len(good.scores), "defect_files": {label: len(s.scores) for label, s in defects.items()},
         "false_reject_target": args.false_reject,
         "at_previous_threshold": error_rates(good.scores, defect_scores, manifest.threshold),
         "at_new_threshold": error_rates(good.scores, defect_scores, threshold),
