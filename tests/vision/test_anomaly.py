@@ -98,6 +98,14 @@ def test_corrupt_files_are_skipped_and_reported(trained: tuple[Path, object]) ->
 def test_too_few_good_images_is_a_clear_error(good_files: list[Path], tmp_path: Path) -> None:
     with pytest.raises(TrainingDataError, match="at least 8"):
         train_anomaly_model(good_files[:3], {}, "few", tmp_path / "build", params=SMALL)
+    broken, tiny = tmp_path / "broken.jpg", tmp_path / "tiny.png"
+    broken.write_bytes(b"\xff\xd8\xff not a jpeg")
+    cv2.imwrite(str(tiny), np.zeros((5, 5), np.uint8))
+    with pytest.raises(TrainingDataError) as failure:  # says which files it could not use, and why
+        train_anomaly_model([*good_files[:3], broken, tiny], {}, "few", tmp_path / "build2", params=SMALL)
+    message = str(failure.value)
+    assert "3 usable good image(s) out of 5" in message and "broken.jpg (" in message
+    assert "tiny.png (image is only 5x5 px" in message
 
 
 def test_manifest_and_onnx_mismatch_is_refused(trained: tuple[Path, object], tmp_path: Path) -> None:

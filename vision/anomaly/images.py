@@ -67,3 +67,12 @@ def read_part_images(paths: list[Path], skipped: list[SkippedFile]) -> list[npt.
     skipped.extend(unreadable)
     skipped.extend(SkippedFile(p, "a defect mask (same name as an image beside it), not a part image") for p in masks)
     return [pixels for _, pixels in readable]
+
+
+def skipped_summary(skipped: list[SkippedFile], shown: int = 5) -> str:
+    """'; skipped: a.jpg (why), ...' for an error message, the first ``shown`` files named."""
+    if not skipped:
+        return ""
+    named = ", ".join(f"{item.path.name} ({item.reason})" for item in skipped[:shown])
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"; skipped: {named}{more}"

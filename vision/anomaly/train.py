@@ -27,7 +27,7 @@ from vision.anomaly.calibration import (
 from vision.anomaly.coreset import greedy_coreset
 from vision.anomaly.features import FeatureExtractor, image_input
 from vision.anomaly.graph import MAP_NAME, SCORE_NAME, SearchHead, feature_graph, scoring_graph
-from vision.anomaly.images import SkippedFile, read_training_images, split_masks
+from vision.anomaly.images import SkippedFile, read_training_images, skipped_summary, split_masks
 from vision.anomaly.params import AnomalyParams
 
 MIN_GOOD_IMAGES = 8
@@ -91,9 +91,8 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
                    for p in good_masks)
     if len(good_images) < MIN_GOOD_IMAGES:
         raise TrainingDataError(
-            f"only {len(good_images)} usable good image(s) out of {len(good)} "
-            f"({len(skipped)} skipped as unreadable or corrupt); at least {MIN_GOOD_IMAGES} are needed, "
-            "and 25 or more give a reliable model")
+            f"only {len(good_images)} usable good image(s) out of {len(good)}; at least {MIN_GOOD_IMAGES} are "
+            f"needed, and 25 or more give a reliable model{skipped_summary(skipped)}")
     defect_images: dict[str, list[npt.NDArray[np.uint8]]] = {}
     for label, paths in defects.items():
         images_only, masks = split_masks(list(paths))
