@@ -41,13 +41,15 @@ class ModelManager:
         except FileNotFoundError:
             return 0.0
 
-    def _load_vision(self, name: str, version: int | None = None) -> VisionInspector:
+    def load_vision(self, name: str, version: int | None = None) -> VisionInspector:
+        """A new, uncached inspector for a version (default: the active one)."""
         model = load_model(self.registry.get(name, version).folder, threads=self.threads)
         inspector = VisionInspector(model, self.thresholds.get(name))
         log.info("loaded vision model %s v%d in %.0f ms", name, model.version, model.load_ms)
         return inspector
 
-    def _load_acoustic(self, name: str, version: int | None = None) -> AcousticInspector:
+    def load_acoustic(self, name: str, version: int | None = None) -> AcousticInspector:
+        """A new, uncached inspector for a version (default: the active one)."""
         from acoustic.inspector import AcousticInspector
 
         model = load_model(self.registry.get(name, version).folder, threads=1, warm_up=False)
@@ -68,11 +70,11 @@ class ModelManager:
 
     def vision(self, name: str) -> VisionInspector:
         """The loaded inspector for ``name``; loads it on first use (raises UnknownModelError)."""
-        inspector: VisionInspector = self._get(self._vision, name, self._load_vision)
+        inspector: VisionInspector = self._get(self._vision, name, self.load_vision)
         return inspector
 
     def acoustic(self, name: str) -> AcousticInspector:
-        inspector: AcousticInspector = self._get(self._acoustic, name, self._load_acoustic)
+        inspector: AcousticInspector = self._get(self._acoustic, name, self.load_acoustic)
         return inspector
 
     def loaded(self) -> dict[str, VisionInspector]:
@@ -85,7 +87,7 @@ class ModelManager:
         """Load the registry's active version of ``name`` and swap it in if it changed."""
         wanted = self.registry.active_version(name)
         tables: tuple[tuple[dict[str, Any], Any], ...] = (
-            (self._vision, self._load_vision), (self._acoustic, self._load_acoustic))
+            (self._vision, self.load_vision), (self._acoustic, self.load_acoustic))
         for table, loader in tables:
             current = table.get(name)
             if current is None or current.model.version == wanted:

@@ -34,7 +34,15 @@ TOOL = "edge-inspect models calibrate"
 @dataclass
 class ScoredFiles:
     scores: list[float] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # of the scores, in order
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def add(self, path: Path, score: float | None, reason: str | None) -> None:
+        if score is None:
+            self.skipped.append((str(path), reason or "not judged"))
+        else:
+            self.scores.append(score)
+            self.paths.append(str(path))
 
 
 def score_images(inspector: VisionInspector, files: list[Path], options: JudgeOptions,
@@ -49,10 +57,7 @@ def score_images(inspector: VisionInspector, files: list[Path], options: JudgeOp
             scored.skipped.append((str(path), str(exc)))
             continue
         result, _ = evaluate(inspector, image.pixels, options)
-        if result.score is None:
-            scored.skipped.append((str(path), result.reason or "not judged"))
-        else:
-            scored.scores.append(result.score)
+        scored.add(path, result.score, result.reason)
     return scored
 
 
@@ -69,10 +74,7 @@ def score_clips(inspector: AcousticInspector, files: list[Path]) -> ScoredFiles:
             scored.skipped.append((str(path), str(exc)))
             continue
         result = inspector.judge(waveform, rate)
-        if result.score is None:
-            scored.skipped.append((str(path), result.reason or "not judged"))
-        else:
-            scored.scores.append(result.score)
+        scored.add(path, result.score, result.reason)
     return scored
 
 

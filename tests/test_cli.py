@@ -129,3 +129,34 @@ def test_models_calibrate_refuses_too_few_images_and_unknown_models(tmp_path: Pa
                        "--false-reject", "0.9")
     assert bad_rate.returncode == 2 and "--false-reject" in bad_rate.stderr
     assert "v2" not in run_cli("models", "list", "--config", str(config)).stdout
+
+
+def test_models_compare_judges_the_same_files_with_two_versions_and_lists_disagreements(tmp_path: Path) -> None:
+    config = write_station_config(tmp_path)
+    make_brightness_model(tmp_path / "data" / "models", version=2, threshold=0.6)  # the candidate
+    assert run_cli("models", "promote", "--config", str(config), "bright-spot", "1").returncode == 0
+    good, defects = tmp_path / "good", tmp_path / "spot"
+    _part_images(good, [40 + 4 * i for i in range(30)])
+    _part_images(defects, [30, 50, 70], spot=True)
+    (defects / "empty.png").write_bytes(b"")
+    result = run_cli("models", "compare", "--config", str(config), "bright-spot", "--good", str(good),
+                     "--defect", str(defects))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    active, candidate = report["versions"]
+    assert (active["version"], active["active"], candidate["version"], candidate["active"]) == (1, True, 2, False)
+    assert active["false_reject_rate"] > candidate["false_reject_rate"] > 0  # 0.6 rejects fewer than 0.5
+    assert active["miss_rate_by_label"] == candidate["miss_rate_by_label"] == {"spot": 0.0}
+    assert active["auroc"] == candidate["auroc"] == 1.0 and active["skipped_files"] == 1
+    # the thresholds nest, so the disagreements are exactly the good parts only v1 rejects
+    expected = round(30 * (active["false_reject_rate"] - candidate["false_reject_rate"]))
+    assert report["disagreements"] == expected == len(report["disagreeing_files"])
+    assert all(d["expected"] == "OK" and d["v1"] == "NG" and d["v2"] == "OK" for d in report["disagreeing_files"])
+    shown = json.loads(run_cli("models", "show", "--config", str(config), "bright-spot").stdout)
+    assert shown["version"] == 1  # comparing promotes nothing
+    same = run_cli("models", "compare", "--config", str(config), "bright-spot", "--good", str(good),
+                   "--versions", "1", "1")
+    assert same.returncode == 2 and "--versions A B" in same.stderr
+    missing = run_cli("models", "compare", "--config", str(config), "bright-spot", "--good", str(good),
+                      "--versions", "1", "7")
+    assert missing.returncode == 2 and "7" in missing.stderr and "Traceback" not in missing.stderr

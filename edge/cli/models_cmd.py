@@ -54,6 +54,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--dry-run", action="store_true", help="only compare; register nothing")
     calibrate.add_argument("--no-promote", action="store_true", help="register without making it active")
     calibrate.set_defaults(handler=run_calibrate)
+    compare = actions.add_parser(
+        "compare", help="judge the same labelled files with two versions (default: the active and the newest)",
+        description="Both versions judge the --good (--normal) files and each --defect (--abnormal) folder, "
+                    "parts that neither was trained on; prints false rejects, misses per defect folder, "
+                    "AUROC and the files on which they disagree. Stores nothing.")
+    add_config_option(compare)
+    compare.add_argument("name")
+    compare.add_argument("--good", "--normal", dest="good", type=Path, required=True, metavar="DIR")
+    compare.add_argument("--defect", "--abnormal", dest="defect", type=Path, action="append", default=[],
+                         metavar="DIR", help="defect parts, one folder per type (repeatable)")
+    compare.add_argument("--versions", type=int, nargs=2, metavar=("A", "B"), default=None,
+                         help="the two versions (default: the active one and the newest one)")
+    compare.add_argument("--show", type=int, default=20, metavar="N", help="list at most N disagreements")
+    compare.set_defaults(handler=run_compare)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -103,17 +117,17 @@ def run_rollback(args: argparse.Namespace) -> int:
 
 
 def _scorer(config: StationConfig, registry: ModelRegistry, name: str,
-            modality: str) -> tuple[Callable[[list[Path]], ScoredFiles], set[str]]:
-    """How the active version of ``name`` scores a folder's files, and which files those are."""
+            version: int | None = None) -> tuple[Callable[[list[Path]], ScoredFiles], set[str]]:
+    """How a version of ``name`` (default: the active one) scores a folder's files, and which files."""
     from edge.inspection import JudgeOptions, quality_limits
     from edge.model_manager import ModelManager
     from edge.site_calibration import score_clips, score_images
 
     manager = ModelManager(registry, config.models.threads)
-    if modality == "acoustic":
-        sound = manager.acoustic(name)
+    if registry.manifest(name, version).modality == "acoustic":
+        sound = manager.load_acoustic(name, version)
         return (lambda files: score_clips(sound, files)), WAV_SUFFIXES
-    vision = manager.vision(name)
+    vision = manager.load_vision(name, version)
     options = JudgeOptions(model=name, quality=quality_limits(config.quality))
     max_pixels = int(config.api.max_image_megapixels * 1_000_000)
     return (lambda files: score_images(vision, files, options, max_pixels)), IMAGE_SUFFIXES
@@ -129,7 +143,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     try:
         source = registry.get(args.name)
         manifest = registry.manifest(args.name)
-        score, suffixes = _scorer(config, registry, args.name, manifest.modality)
+        score, suffixes = _scorer(config, registry, args.name)
     except (UnknownModelError, ManifestError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     good = score(files_in(args.good, suffixes, "good"))
@@ -156,5 +170,33 @@ def run_calibrate(args: argparse.Namespace) -> int:
         registered = register_calibrated(registry, source, manifest, threshold, summary, not args.no_promote)
         report["registered_version"] = registered.version
         report["active"] = not args.no_promote
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from edge.model_compare import JudgedFiles, disagreements, version_summary
+
+    config = config_from(args)
+    registry = registry_for(config)
+    try:
+        active = registry.active_version(args.name)
+        first, second = args.versions or (active, registry.versions(args.name)[-1].version)
+        if first == second:
+            raise CommandError(f"v{first} is both the active and the newest version of '{args.name}': "
+                               "name two versions with --versions A B")
+        judged = []
+        for version in (first, second):
+            score, suffixes = _scorer(config, registry, args.name, version)
+            judged.append(JudgedFiles(
+                version, registry.manifest(args.name, version).threshold,
+                score(files_in(args.good, suffixes, "good")),
+                {folder.name: score(files_in(folder, suffixes, "defect")) for folder in args.defect}))
+    except (UnknownModelError, ManifestError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    differing = disagreements(*judged)
+    report = {"model": args.name, "good_folder": str(args.good), "defect_folders": [str(d) for d in args.defect],
+              "versions": [version_summary(j, j.version == active) for j in judged],
+              "disagreements": len(differing), "disagreeing_files": differing[:max(0, args.show)]}
     print(json.dumps(report, indent=2))
     return 0

@@ -46,7 +46,8 @@ def test_reliable_link_over_loop_url_delivers_each_message_once() -> None:
     received: list[Frame] = []
     delivered: list[Frame] = []
     port = serial.serial_for_url("loop://", timeout=0.01)
-    link = ReliableLink(lambda: port, received.append, on_delivered=delivered.append)
+    # a generous ACK timeout: a busy 2-core CI host must not look like a lost ACK (a retry)
+    link = ReliableLink(lambda: port, received.append, on_delivered=delivered.append, ack_timeout_s=1.0)
     link.start()
     try:
         for value in range(20):
