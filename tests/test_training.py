@@ -35,6 +35,7 @@ def test_train_vision_registers_promotes_and_predicts(tmp_path: Path) -> None:
                       "--config", str(config))
     assert trained.returncode == 0, trained.stderr
     assert "parts v1 registered and promoted" in trained.stdout
+    assert "edge-inspect models calibrate parts --good DIR" in trained.stderr
     assert "broken.jpg" in trained.stderr, "unreadable files are skipped and reported"
     listing = run_cli("models", "list", "--config", str(config)).stdout
     assert "* parts" in listing and "vision-classifier" in listing, "labelled defects make a classifier"

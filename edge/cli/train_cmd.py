@@ -114,4 +114,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = outcome.manifest
     print(f"{manifest.name} v{manifest.version} {state} in {outcome.duration_s:.1f} s: {manifest.kind}, "
           f"threshold {manifest.threshold:.4g}, metrics {manifest.metrics}")
+    good_flag = "--good" if kind == "vision" else "--normal"
+    print(f"next: check it on parts it has not seen: edge-inspect models compare {manifest.name} {good_flag} DIR; "
+          f"confirm its threshold: edge-inspect models calibrate {manifest.name} {good_flag} DIR", file=sys.stderr)
     return 0
