@@ -26,23 +26,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge.site_calibration import site_threshold  # noqa: E402
-from models.manifest import ImageInput  # noqa: E402
 from models.runtime import load_model  # noqa: E402
 from vision.anomaly import train_anomaly_model  # noqa: E402
-from vision.images import read_image_file  # noqa: E402
-from vision.preprocess import to_tensor  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from bench_vision_anomaly import DATA, run_of_file, split_by_part  # noqa: E402
+from bench_vision_anomaly import DATA, run_of_file, score_files, split_by_part  # noqa: E402
 
 FALSE_REJECT = 0.04
-
-
-def scores_of(model_dir: Path, paths: list[Path]) -> np.ndarray:
-    model = load_model(model_dir, threads=2)
-    spec = model.manifest.input
-    assert isinstance(spec, ImageInput)
-    return np.array([float(model.run(to_tensor(read_image_file(p).pixels, spec))["score"][0]) for p in paths])
 
 
 def halves_by_run(paths: list[Path], seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +63,8 @@ def main() -> None:
         build = Path(work) / "model"
         report = train_anomaly_model(train, {}, "bench", build, threads=2)
         trained_threshold = report.manifest.threshold
-        good_scores, defect_scores = scores_of(build, test_good), scores_of(build, defect_paths)
+        model = load_model(build, threads=2)
+        (good_scores, _), (defect_scores, _) = score_files(model, test_good), score_files(model, defect_paths)
     print(f"# trained on {len(train)} good tiles; {len(test_good)} new good tiles and {len(defect_paths)} "
           f"defect tiles, each cut into two halves by run; threshold from training {trained_threshold:.3f}")
     good_halves, defect_halves = halves_by_run(test_good, 1), halves_by_run(defect_paths, 2)

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.manifest import ImageInput  # noqa: E402
-from models.runtime import load_model  # noqa: E402
+from models.runtime import LoadedModel, load_model  # noqa: E402
 from vision.anomaly import AnomalyParams, train_anomaly_model  # noqa: E402
 from vision.anomaly.calibration import auroc  # noqa: E402
 from vision.anomaly.images import image_files  # noqa: E402
@@ -94,24 +94,25 @@ def split_by_part(seed: int) -> tuple[list[Path], list[Path], dict[str, list[Pat
             {c: image_files(DATA / c) for c in DEFECT_CLASSES})
 
 
-def evaluate(model_dir: Path, test_good: list[Path], defects: dict[str, list[Path]]) -> dict[str, Any]:
-    model = load_model(model_dir, threads=2)
+def score_files(model: LoadedModel, paths: list[Path]) -> tuple[np.ndarray, list[float]]:
+    """Anomaly scores of image files and the time of each (decode excluded), on the model's threads."""
     spec = model.manifest.input
     assert isinstance(spec, ImageInput)
+    scores, times = [], []
+    for path in paths:
+        pixels = read_image_file(path).pixels
+        start = time.perf_counter()
+        out = model.run(to_tensor(pixels, spec))
+        times.append(time.perf_counter() - start)
+        scores.append(float(out["score"][0]))
+    return np.asarray(scores), times
+
+
+def evaluate(model_dir: Path, test_good: list[Path], defects: dict[str, list[Path]]) -> dict[str, Any]:
+    model = load_model(model_dir, threads=2)
     threshold = model.manifest.threshold
-
-    def score_all(paths: list[Path]) -> tuple[np.ndarray, list[float]]:
-        scores, times = [], []
-        for path in paths:
-            pixels = read_image_file(path).pixels
-            start = time.perf_counter()
-            out = model.run(to_tensor(pixels, spec))
-            times.append(time.perf_counter() - start)
-            scores.append(float(out["score"][0]))
-        return np.asarray(scores), times
-
-    good_scores, times = score_all(test_good)
-    per_class = {c: score_all(p) for c, p in defects.items()}
+    good_scores, times = score_files(model, test_good)
+    per_class = {c: score_files(model, p) for c, p in defects.items()}
     defect_scores = np.concatenate([s for s, _ in per_class.values()])
     for _, t in per_class.values():
         times.extend(t)

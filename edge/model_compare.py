@@ -7,46 +7,23 @@ the files on which the two disagree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from edge.site_calibration import ScoredFiles, error_rates
+from edge.site_calibration import JudgedFiles, error_rates
 from vision.anomaly.calibration import auroc
-
-
-@dataclass
-class JudgedFiles:
-    """One version's scores of the good files and of each defect folder."""
-
-    version: int
-    threshold: float
-    good: ScoredFiles
-    defects: dict[str, ScoredFiles]
-
-    def defect_scores(self) -> list[float]:
-        return [score for scored in self.defects.values() for score in scored.scores]
-
-    def decisions(self) -> dict[str, tuple[str, str]]:
-        """path -> (expected decision, this version's decision)."""
-        result = {}
-        for expected, scored in [("OK", self.good), *(("NG", s) for s in self.defects.values())]:
-            for path, score in zip(scored.paths, scored.scores, strict=True):
-                result[path] = (expected, "NG" if score >= self.threshold else "OK")
-        return result
 
 
 def version_summary(judged: JudgedFiles, active: bool) -> dict[str, Any]:
     good, defects = judged.good.scores, judged.defect_scores()
-    skipped = len(judged.good.skipped) + sum(len(s.skipped) for s in judged.defects.values())
     return {
         "version": judged.version, "active": active, "threshold": judged.threshold,
         **error_rates(good, defects, judged.threshold),
         "miss_rate_by_label": {label: error_rates([], s.scores, judged.threshold)["miss_rate"]
                                for label, s in judged.defects.items()},
         "auroc": auroc(np.asarray(good), np.asarray(defects)) if good and defects else None,
-        "judged_files": len(good) + len(defects), "skipped_files": skipped,
+        "judged_files": len(good) + len(defects), "skipped_files": len(judged.skipped()),
     }
 
 

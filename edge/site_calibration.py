@@ -45,6 +45,30 @@ class ScoredFiles:
             self.paths.append(str(path))
 
 
+@dataclass
+class JudgedFiles:
+    """One version's scores of the good files and of each defect folder."""
+
+    version: int
+    threshold: float
+    good: ScoredFiles
+    defects: dict[str, ScoredFiles]
+
+    def defect_scores(self) -> list[float]:
+        return [score for scored in self.defects.values() for score in scored.scores]
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return self.good.skipped + [item for scored in self.defects.values() for item in scored.skipped]
+
+    def decisions(self) -> dict[str, tuple[str, str]]:
+        """path -> (expected decision, this version's decision)."""
+        result = {}
+        for expected, scored in [("OK", self.good), *(("NG", s) for s in self.defects.values())]:
+            for path, score in zip(scored.paths, scored.scores, strict=True):
+                result[path] = (expected, "NG" if score >= self.threshold else "OK")
+        return result
+
+
 def score_images(inspector: VisionInspector, files: list[Path], options: JudgeOptions,
                  max_pixels: int) -> ScoredFiles:
     """Scores of the images the station would judge; unreadable ones and ones the quality gate

@@ -10,7 +10,7 @@ from pathlib import Path
 from edge.cli.common import CommandError, add_config_option, config_from, registry_for
 from edge.cli.train_cmd import WAV_SUFFIXES, files_in
 from edge.config import StationConfig
-from edge.site_calibration import MIN_GOOD_IMAGES, ScoredFiles
+from edge.site_calibration import MIN_GOOD_IMAGES, JudgedFiles, ScoredFiles
 from models.manifest import ManifestError
 from models.registry import ModelRegistry, UnknownModelError
 from vision.sources import IMAGE_SUFFIXES
@@ -116,21 +116,27 @@ def run_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scorer(config: StationConfig, registry: ModelRegistry, name: str,
-            version: int | None = None) -> tuple[Callable[[list[Path]], ScoredFiles], set[str]]:
-    """How a version of ``name`` (default: the active one) scores a folder's files, and which files."""
+def _judge_folders(config: StationConfig, registry: ModelRegistry, args: argparse.Namespace,
+                   version: int | None = None) -> JudgedFiles:
+    """A version of ``args.name`` (default: the active one) judges ``args.good`` and each ``args.defect``
+    folder through the station's own path (images) or as ``predict acoustic`` does (WAV clips)."""
     from edge.inspection import JudgeOptions, quality_limits
     from edge.model_manager import ModelManager
     from edge.site_calibration import score_clips, score_images
 
     manager = ModelManager(registry, config.models.threads)
-    if registry.manifest(name, version).modality == "acoustic":
-        sound = manager.load_acoustic(name, version)
-        return (lambda files: score_clips(sound, files)), WAV_SUFFIXES
-    vision = manager.load_vision(name, version)
-    options = JudgeOptions(model=name, quality=quality_limits(config.quality))
-    max_pixels = int(config.api.max_image_megapixels * 1_000_000)
-    return (lambda files: score_images(vision, files, options, max_pixels)), IMAGE_SUFFIXES
+    manifest = registry.manifest(args.name, version)
+    score: Callable[[list[Path]], ScoredFiles]
+    if manifest.modality == "acoustic":
+        sound = manager.load_acoustic(args.name, version)
+        score, suffixes = (lambda files: score_clips(sound, files)), WAV_SUFFIXES
+    else:
+        vision = manager.load_vision(args.name, version)
+        options = JudgeOptions(model=args.name, quality=quality_limits(config.quality))
+        max_pixels = int(config.api.max_image_megapixels * 1_000_000)
+        score, suffixes = (lambda files: score_images(vision, files, options, max_pixels)), IMAGE_SUFFIXES
+    return JudgedFiles(manifest.version, manifest.threshold, score(files_in(args.good, suffixes, "good")),
+                       {folder.name: score(files_in(folder, suffixes, "defect")) for folder in args.defect})
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -143,25 +149,22 @@ def run_calibrate(args: argparse.Namespace) -> int:
     try:
         source = registry.get(args.name)
         manifest = registry.manifest(args.name)
-        score, suffixes = _scorer(config, registry, args.name)
+        judged = _judge_folders(config, registry, args)
     except (UnknownModelError, ManifestError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
-    good = score(files_in(args.good, suffixes, "good"))
-    defects = {folder.name: score(files_in(folder, suffixes, "defect")) for folder in args.defect}
-    defect_scores = [value for scored in defects.values() for value in scored.scores]
-    skipped = good.skipped + [item for scored in defects.values() for item in scored.skipped]
+    good, defect_scores = judged.good, judged.defect_scores()
     try:
         threshold = site_threshold(good.scores, args.false_reject)
     except ValueError as exc:
         raise CommandError(f"{exc} ({len(good.skipped)} of the good files skipped)") from exc
     summary = {
-        "good_files": len(good.scores), "defect_files": {label: len(s.scores) for label, s in defects.items()},
+        "good_files": len(good.scores), "defect_files": {label: len(s.scores) for label, s in judged.defects.items()},
         "false_reject_target": args.false_reject,
         "at_previous_threshold": error_rates(good.scores, defect_scores, manifest.threshold),
         "at_new_threshold": error_rates(good.scores, defect_scores, threshold),
     }
     report = {"model": args.name, "version": source.version, "threshold": manifest.threshold,
-              "new_threshold": threshold, **summary, "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+              "new_threshold": threshold, **summary, "skipped": [{"path": p, "reason": r} for p, r in judged.skipped()]}
     if args.name in config.models.thresholds:
         report["warning"] = (f"the station config overrides this model's threshold "
                              f"({config.models.thresholds[args.name]}): remove models.thresholds.{args.name} "
@@ -175,7 +178,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from edge.model_compare import JudgedFiles, disagreements, version_summary
+    from edge.model_compare import disagreements, version_summary
 
     config = config_from(args)
     registry = registry_for(config)
@@ -185,13 +188,7 @@ def run_compare(args: argparse.Namespace) -> int:
         if first == second:
             raise CommandError(f"v{first} is both the active and the newest version of '{args.name}': "
                                "name two versions with --versions A B")
-        judged = []
-        for version in (first, second):
-            score, suffixes = _scorer(config, registry, args.name, version)
-            judged.append(JudgedFiles(
-                version, registry.manifest(args.name, version).threshold,
-                score(files_in(args.good, suffixes, "good")),
-                {folder.name: score(files_in(folder, suffixes, "defect")) for folder in args.defect}))
+        judged = [_judge_folders(config, registry, args, version) for version in (first, second)]
     except (UnknownModelError, ManifestError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     differing = disagreements(*judged)

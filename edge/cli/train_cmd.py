@@ -72,13 +72,11 @@ def _trainer_options(args: argparse.Namespace) -> dict[str, int]:
         raise CommandError("--trainer yolo trains a defect classifier: give at least one --defect folder")
     if given.get("epochs", 1) < 1:
         raise CommandError("--epochs must be at least 1")
-    if "imgsz" in given and (given["imgsz"] < 32 or given["imgsz"] % 32):
-        raise CommandError(f"--imgsz {given['imgsz']}: the YOLO input size must be a multiple of 32 (e.g. 64, 128)")
-    from vision.yolo import INSTALL_HINT, available
+    from vision.yolo import imgsz_problem
 
-    if not available():
-        raise CommandError(f"--trainer yolo needs ultralytics, which is not installed: {INSTALL_HINT}")
-    return given
+    if "imgsz" in given and (problem := imgsz_problem(given["imgsz"])):
+        raise CommandError(f"--{problem}")
+    return given  # edge.training.train refuses the yolo trainer when ultralytics is not installed
 
 
 def run(args: argparse.Namespace) -> int:

@@ -190,6 +190,9 @@ def test_train_vision_with_the_yolo_trainer_and_predict(tmp_path: Path) -> None:
     wrong = cli("train", "vision", "--good", str(tmp_path / "images" / "good"), "--name", "y", "--epochs", "2",
                 "--config", str(config))
     assert wrong.returncode == 2 and "only apply to --trainer yolo" in wrong.stderr
+    odd = cli("train", "vision", "--good", str(tmp_path / "images" / "good"), "--defect", folders[0], "--name", "y",
+              "--trainer", "yolo", "--imgsz", "100", "--config", str(config))
+    assert odd.returncode == 2 and "--imgsz 100: the YOLO input size must be a multiple of 32" in odd.stderr
     trained = cli("train", "vision", "--good", str(tmp_path / "images" / "good"), "--defect", folders[0],
                   "--defect", folders[1], "--name", "tiny-yolo", "--trainer", "yolo", "--epochs", "1",
                   "--imgsz", str(IMGSZ), "--config", str(config))

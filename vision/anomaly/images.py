@@ -65,8 +65,13 @@ def read_part_images(paths: list[Path], skipped: list[SkippedFile]) -> list[npt.
     images, masks = split_masks(list(paths))
     readable, unreadable = read_training_images(images)
     skipped.extend(unreadable)
-    skipped.extend(SkippedFile(p, "a defect mask (same name as an image beside it), not a part image") for p in masks)
+    skipped.extend(mask_skips(masks))
     return [pixels for _, pixels in readable]
+
+
+def mask_skips(masks: list[Path]) -> list[SkippedFile]:
+    """Defect masks found beside the images, reported as skipped."""
+    return [SkippedFile(p, "a defect mask (same name as an image beside it), not a part image") for p in masks]
 
 
 def skipped_summary(skipped: list[SkippedFile], shown: int = 5) -> str:

@@ -27,7 +27,14 @@ from vision.anomaly.calibration import (
 from vision.anomaly.coreset import greedy_coreset
 from vision.anomaly.features import FeatureExtractor, image_input
 from vision.anomaly.graph import MAP_NAME, SCORE_NAME, SearchHead, feature_graph, scoring_graph
-from vision.anomaly.images import SkippedFile, read_training_images, skipped_summary, split_masks
+from vision.anomaly.images import (
+    SkippedFile,
+    mask_skips,
+    read_part_images,
+    read_training_images,
+    skipped_summary,
+    split_masks,
+)
 from vision.anomaly.params import AnomalyParams
 
 MIN_GOOD_IMAGES = 8
@@ -87,21 +94,15 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
     good, good_masks = split_masks(list(good))
     report_progress(0.0, f"reading {len(good)} good images")
     good_images, skipped = read_training_images(good)
-    skipped.extend(SkippedFile(p, "a defect mask (same name as an image beside it), not a part image")
-                   for p in good_masks)
+    skipped.extend(mask_skips(good_masks))
     if len(good_images) < MIN_GOOD_IMAGES:
         raise TrainingDataError(
             f"only {len(good_images)} usable good image(s) out of {len(good)}; at least {MIN_GOOD_IMAGES} are "
             f"needed, and 25 or more give a reliable model{skipped_summary(skipped)}")
     defect_images: dict[str, list[npt.NDArray[np.uint8]]] = {}
     for label, paths in defects.items():
-        images_only, masks = split_masks(list(paths))
-        readable, unreadable = read_training_images(images_only)
-        skipped.extend(unreadable)
-        skipped.extend(SkippedFile(p, "a defect mask (same name as an image beside it), not a part image")
-                       for p in masks)
-        if readable:
-            defect_images[label] = [pixels for _, pixels in readable]
+        if images := read_part_images(paths, skipped):
+            defect_images[label] = images
     timings["read_s"] = time.perf_counter() - started
 
     spec = image_input(params)

@@ -24,7 +24,7 @@ from vision.anomaly.graph import (
     pooled_features,
     with_features_output,
 )
-from vision.anomaly.images import SkippedFile, read_part_images, split_masks
+from vision.anomaly.images import SkippedFile, mask_skips, read_part_images, split_masks
 from vision.anomaly.params import AnomalyParams
 from vision.anomaly.train import MIN_GOOD_IMAGES, Progress, TrainingDataError, TrainingReport, train_anomaly_model
 from vision.classifier.softmax import fit_softmax, softmax
@@ -67,8 +67,7 @@ def train_classifier_model(good: list[Path], defects: dict[str, list[Path]], nam
     build_dir.mkdir(parents=True, exist_ok=True)
     skipped: list[SkippedFile] = []
     good_paths, good_masks = split_masks(list(good))
-    skipped.extend(SkippedFile(p, "a defect mask (same name as an image beside it), not a part image")
-                   for p in good_masks)
+    skipped.extend(mask_skips(good_masks))
     needed = MIN_GOOD_IMAGES + MIN_IMAGES_PER_LABEL
     if len(good_paths) < needed:
         raise TrainingDataError(f"only {len(good_paths)} good image file(s); at least {needed} are needed to "

@@ -28,7 +28,7 @@ from vision.anomaly.images import SkippedFile, read_part_images
 from vision.classifier.threshold import RULE as THRESHOLD_RULE
 from vision.classifier.threshold import choose_threshold
 from vision.preprocess import fit, to_tensor
-from vision.yolo import INSTALL_HINT, available
+from vision.yolo import INSTALL_HINT, available, imgsz_problem
 from vision.yolo.onnx_labels import reorder_outputs
 
 Progress = Callable[[float, str], None]
@@ -86,8 +86,8 @@ def train_yolo_classifier(good: list[Path], defects: dict[str, list[Path]], name
     started = time.perf_counter()
     build_dir.mkdir(parents=True, exist_ok=True)
     labels = [GOOD_LABEL, *sorted(defects)]
-    if imgsz < 32 or imgsz % 32:
-        raise ValueError(f"imgsz {imgsz}: the YOLO input size must be a multiple of 32 (e.g. 64, 128, 224)")
+    if problem := imgsz_problem(imgsz):
+        raise ValueError(problem)
     if not defects:
         raise YoloTrainingDataError("a YOLO classifier needs at least one defect folder besides the good images")
     if GOOD_LABEL in defects:
