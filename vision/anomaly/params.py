@@ -28,6 +28,10 @@ class AnomalyParams:
     position_norm: bool = True  # normalise each map cell by the good parts' typical distance there
     flips: bool = True  # add horizontally/vertically flipped copies of the good images
     flip_below: int = 50  # ... only while there are fewer good images than this
+    # Copies lit by a linear ramp across the part (left, right, top or bottom brighter by this share,
+    # the opposite side darker), as parts sit differently under the lights; 0 = none ...
+    lighting_ramp: float = 0.35
+    lighting_below: int = 200  # ... only while there are fewer good images than this
     map_sigma: float = 1.0  # Gaussian smoothing of the anomaly map (in map cells)
     calibration_images: int = 120  # at most this many leave-one-out images for calibration
     # Each calibration image is scored without its own patches *and* those of its most similar

@@ -107,12 +107,13 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
 
     spec = image_input(params)
     flips = params.flips and len(good_images) < params.flip_below
+    lighting_ramp = params.lighting_ramp if len(good_images) < params.lighting_below else 0.0
     with tempfile.TemporaryDirectory(prefix="anomaly-") as work:
         extractor = FeatureExtractor(feature_graph(params), Path(work), threads)
         count = len(good_images)
         per_image = extractor.extract(
             (pixels for _, pixels in good_images), spec, flips,
-            lambda done: report_progress(0.05 + 0.55 * done / count, f"features {done}/{count}"))
+            lambda done: report_progress(0.05 + 0.55 * done / count, f"features {done}/{count}"), lighting_ramp)
         timings["features_s"] = time.perf_counter() - started - timings["read_s"]
 
         mark = time.perf_counter()
@@ -166,7 +167,7 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
     onnx.save(scoring_graph(params, head), str(onnx_path))
     timings["export_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - started
-    counts = {"good": count, "good_variants": count * (4 if flips else 1), "bank": len(bank),
+    counts = {"good": count, "good_variants": sum(len(v) for v in per_image), "bank": len(bank),
               "skipped": len(skipped)} | {f"defect_{label}": len(v) for label, v in defect_images.items()}
     manifest = Manifest(
         name=name, version=1, kind="vision-anomaly",
