@@ -51,8 +51,11 @@ def test_train_vision_registers_promotes_and_predicts(tmp_path: Path) -> None:
     assert lines[1]["decision"] == "NG" and lines[1]["label"] == "spot", "NG carries the defect folder's label"
     assert {"decision", "label", "score"} <= set(lines[0])
 
+    cv2.imwrite(str(good / "thumbnail.png"), dark_part(size=(24, 40), seed=50))  # a thumbnail among the parts
     again = run_cli("train", "vision", "--good", str(good), "--name", "parts", "--config", str(config))
     assert "parts v2 registered and promoted" in again.stdout
+    assert "warning: 1 good image(s) under half the others' size" in again.stderr
+    assert "thumbnail.png (40x24 px)" in again.stderr
     assert "vision-anomaly" in run_cli("models", "show", "parts", "--config", str(config)).stdout
     assert "rolled back to v1" in run_cli("models", "rollback", "parts", "--config", str(config)).stdout
 

@@ -108,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
     print(file=sys.stderr)
     for path, reason in outcome.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    if undersized := outcome.manifest.training.data.get("undersized_good_images"):
+        print(f"warning: {len(undersized)} good image(s) under half the others' size, scaled up, train as blurred "
+              f"parts and loosen the threshold (remove them if they are not parts): {', '.join(undersized)}",
+              file=sys.stderr)
     state = "registered and promoted" if not args.no_promote else "registered (not active)"
     manifest = outcome.manifest
     print(f"{manifest.name} v{manifest.version} {state} in {outcome.duration_s:.1f} s: {manifest.kind}, "

@@ -105,6 +105,8 @@ def test_corrupt_files_are_skipped_and_reported(trained: tuple[Path, object]) ->
     assert report.counts["good_variants"] == 11 * 8  # type: ignore[attr-defined]
     manifest = json.loads((trained[0] / "manifest.json").read_text())
     assert manifest["training"]["data"]["skipped_files"] == 2
+    # the 40x30 file is trained on, and named as far smaller than the others
+    assert manifest["training"]["data"]["undersized_good_images"] == ["tiny.png (30x40 px)"]
 
 
 def test_lighting_ramps_brighten_one_side_and_stay_in_range() -> None:

@@ -59,6 +59,20 @@ def read_training_images(paths: list[Path]) -> tuple[list[tuple[Path, npt.NDArra
     return images, skipped
 
 
+def undersized_images(images: list[tuple[Path, npt.NDArray[np.uint8]]], shown: int = 20) -> list[str]:
+    """'name (WxH px)' of the images under half the set's median width and height (the first ``shown``).
+
+    Scaled up to the model input, such an image (a thumbnail in the good folder, a crop) trains as a
+    blurred part and lets blur pass as good: the threshold loosens for every part."""
+    if len(images) < 3:
+        return []
+    heights = np.array([pixels.shape[0] for _, pixels in images])
+    widths = np.array([pixels.shape[1] for _, pixels in images])
+    small = (heights * 2 < np.median(heights)) & (widths * 2 < np.median(widths))
+    return [f"{path.name} ({pixels.shape[1]}x{pixels.shape[0]} px)"
+            for (path, pixels), is_small in zip(images, small, strict=True) if is_small][:shown]
+
+
 def read_part_images(paths: list[Path], skipped: list[SkippedFile]) -> list[npt.NDArray[np.uint8]]:
     """The decodable part images of a labelled folder; unreadable files and defect masks beside the
     images are appended to ``skipped`` with the reason."""

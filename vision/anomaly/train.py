@@ -34,6 +34,7 @@ from vision.anomaly.images import (
     read_training_images,
     skipped_summary,
     split_masks,
+    undersized_images,
 )
 from vision.anomaly.params import AnomalyParams
 
@@ -177,7 +178,7 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
         labels=["good", "anomalous"], ok_labels=["good"], threshold=float(threshold), metrics=metrics,
         training=TrainingInfo(
             data={"good_images": count, "defect_images": {k: len(v) for k, v in defect_images.items()},
-                  "skipped_files": len(skipped)},
+                  "skipped_files": len(skipped), "undersized_good_images": undersized_images(good_images)},
             duration_s=round(timings["total_s"], 2), tool="vision.anomaly.train_anomaly_model",
             params=params.as_dict()))
     write_manifest(build_dir, manifest)
