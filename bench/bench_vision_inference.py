@@ -40,7 +40,7 @@ DEV_TILES = REPO.parent / "shared" / "datasets" / "magnetic-tile" / "free"
 SAMPLES = REPO / "samples" / "magnetic-tile"
 
 
-def test_images(count: int) -> list[np.ndarray]:
+def timing_images(count: int) -> list[np.ndarray]:
     """Decoded images: development tiles or bundled samples, native size and scaled to 1024x1024."""
     folder = DEV_TILES if DEV_TILES.is_dir() else SAMPLES
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".png"})[:count]
@@ -65,7 +65,7 @@ def main() -> None:
     assert isinstance(spec, ImageInput)
     reference = create_session(BACKBONE, args.threads)
     reference_input = np.random.default_rng(0).standard_normal((1, 3, 256, 256)).astype(np.float32)
-    images = test_images(args.images)
+    images = timing_images(args.images)
     for _ in range(3):
         reference.run(None, {"image": reference_input})
         model.run(to_tensor(images[0], spec))

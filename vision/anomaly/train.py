@@ -114,7 +114,8 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
         count = len(good_images)
         per_image = extractor.extract(
             (pixels for _, pixels in good_images), spec, flips,
-            lambda done: report_progress(0.05 + 0.55 * done / count, f"features {done}/{count}"), lighting_ramp)
+            lambda done: report_progress(0.05 + 0.55 * done / count, f"features {done}/{count}"),
+            lighting_ramp=lighting_ramp)
         timings["features_s"] = time.perf_counter() - started - timings["read_s"]
 
         mark = time.perf_counter()
