@@ -70,6 +70,16 @@ def test_classifier_learns_labelled_defects(tmp_path: Path) -> None:
     assert np.mean(labels) >= 0.9
 
 
+def test_classifier_names_thumbnails_among_the_good_parts(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    parts = [texture(rng) for _ in range(16)]
+    thumbnails = [cv2.resize(texture(rng), (30, 20), interpolation=cv2.INTER_AREA) for _ in range(2)]
+    good = write(tmp_path / "good", parts + thumbnails)
+    blobs = write(tmp_path / "blob", [blob(texture(rng), rng) for _ in range(4)])
+    report = train_classifier_model(good, {"blob": blobs}, "c", tmp_path / "build", params=SMALL)
+    assert report.manifest.training.data["undersized_good_images"] == ["16.png (30x20 px)", "17.png (30x20 px)"]
+
+
 def test_classifier_needs_defect_examples(tmp_path: Path) -> None:
     rng = np.random.default_rng(6)
     good = write(tmp_path / "good", [texture(rng) for _ in range(14)])

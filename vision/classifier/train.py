@@ -24,7 +24,14 @@ from vision.anomaly.graph import (
     pooled_features,
     with_features_output,
 )
-from vision.anomaly.images import SkippedFile, mask_skips, read_part_images, split_masks
+from vision.anomaly.images import (
+    SkippedFile,
+    mask_skips,
+    read_part_images,
+    read_training_images,
+    split_masks,
+    undersized_images,
+)
 from vision.anomaly.params import AnomalyParams
 from vision.anomaly.train import MIN_GOOD_IMAGES, Progress, TrainingDataError, TrainingReport, train_anomaly_model
 from vision.classifier.softmax import fit_softmax, softmax
@@ -78,7 +85,9 @@ def train_classifier_model(good: list[Path], defects: dict[str, list[Path]], nam
     head_paths = [good_paths[i] for i in sorted(order[bank_count:])]
 
     report_progress(0.0, "reading images")
-    by_label = {GOOD_LABEL: read_part_images(head_paths, skipped)}
+    head_good, unreadable = read_training_images(head_paths)
+    skipped.extend(unreadable)
+    by_label = {GOOD_LABEL: [pixels for _, pixels in head_good]}
     for label, paths in sorted(defects.items()):
         by_label[label] = read_part_images(paths, skipped)
     too_few = [f"{label} ({len(images)})" for label, images in by_label.items() if len(images) < MIN_IMAGES_PER_LABEL]
@@ -132,6 +141,8 @@ def train_classifier_model(good: list[Path], defects: dict[str, list[Path]], nam
     timings["total_s"] = time.perf_counter() - started
     counts = {label: len(images) for label, images in by_label.items()} | {
         "good_for_anomaly_bank": anomaly.counts["good"], "skipped": len(skipped)}
+    undersized = sorted(anomaly.manifest.training.data.get("undersized_good_images", [])
+                        + undersized_images(head_good))
     manifest = Manifest(
         name=name, version=1, kind="vision-classifier",
         description="Defect classifier: softmax head on EfficientNet-Lite0 features pooled over the whole "
@@ -139,7 +150,8 @@ def train_classifier_model(good: list[Path], defects: dict[str, list[Path]], nam
         onnx_sha256=sha256_of(onnx_path), input=spec,
         outputs={"probabilities": PROBABILITIES_NAME, "anomaly_map": MAP_NAME},
         labels=labels, ok_labels=[GOOD_LABEL], threshold=threshold, metrics=metrics,
-        training=TrainingInfo(data={"images": counts, "skipped_files": len(skipped)},
+        training=TrainingInfo(data={"images": counts, "skipped_files": len(skipped),
+                                    "undersized_good_images": undersized},
                               duration_s=round(timings["total_s"], 2), tool="vision.classifier.train_classifier_model",
                               params=params.as_dict()))
     write_manifest(build_dir, manifest)
