@@ -13,7 +13,7 @@ import onnx
 
 from models.manifest import ONNX_FILE, Manifest, TrainingInfo, sha256_of, write_manifest
 from models.runtime import create_session
-from vision.anomaly.features import flipped_variants, image_input
+from vision.anomaly.features import augmented_variants, image_input
 from vision.anomaly.graph import (
     FEATURES_NAME,
     INPUT_NAME,
@@ -34,28 +34,14 @@ from vision.anomaly.images import (
 )
 from vision.anomaly.params import AnomalyParams
 from vision.anomaly.train import MIN_GOOD_IMAGES, Progress, TrainingDataError, TrainingReport, train_anomaly_model
-from vision.classifier.softmax import fit_softmax, softmax
+from vision.classifier.folds import FOLDS, out_of_fold_probabilities, similar_image_groups
+from vision.classifier.softmax import fit_softmax
 from vision.classifier.threshold import choose_threshold
 from vision.preprocess import to_tensor
 
 MIN_IMAGES_PER_LABEL = 3
-FOLDS = 5
 GOOD_LABEL = "good"
 FloatArray = npt.NDArray[np.float32]
-
-
-def _out_of_fold(features: FloatArray, labels: npt.NDArray[np.int64], groups: npt.NDArray[np.int64],
-                 classes: int, seed: int) -> npt.NDArray[np.float64]:
-    """Probabilities of every original image from a model that never saw it (grouped k-fold)."""
-    images = np.unique(groups)
-    fold_of = dict(zip(images, np.random.default_rng(seed).permutation(len(images)) % FOLDS, strict=True))
-    folds = np.array([fold_of[g] for g in groups])
-    result = np.zeros((len(features), classes))
-    for fold in range(FOLDS):
-        held = folds == fold
-        weights, bias = fit_softmax(features[~held], labels[~held], classes)
-        result[held] = softmax(features[held].astype(np.float64) @ weights + bias)
-    return result
 
 
 def train_classifier_model(good: list[Path], defects: dict[str, list[Path]], name: str, build_dir: Path, *,
@@ -111,9 +97,12 @@ def train_classifier_model(good: list[Path], defects: dict[str, list[Path]], nam
         session = create_session(Path(work) / "features.onnx", threads)
         total, done = sum(len(v) for v in by_label.values()), 0
         for index, label in enumerate(labels):
+            # Defect examples are few: each is also learnt under the lighting ramps of small good sets.
+            # Good parts are not relit here (with them relit too, new parts were rejected more often).
+            lighting = params.lighting_ramp if label != GOOD_LABEL else 0.0
             for image in by_label[label]:
                 tensor = to_tensor(image, spec).astype(np.float32)
-                for variant in flipped_variants(tensor, flips=True):
+                for variant in augmented_variants(tensor, flips=True, lighting_ramp=lighting):
                     score, features, anomaly_map = session.run(
                         [SCORE_NAME, FEATURES_NAME, MAP_NAME], {INPUT_NAME: np.ascontiguousarray(variant)})
                     rows.append(pooled_features(features[0], anomaly_map[0], float(score[0])))
@@ -131,8 +120,12 @@ def train_classifier_model(good: list[Path], defects: dict[str, list[Path]], nam
 
     report_progress(0.85, "cross-validating the threshold")
     originals = np.r_[True, group[1:] != group[:-1]]
-    probabilities = _out_of_fold(standard, target, group, len(labels), params.seed)[originals]
+    # group: each row's image (0..n-1); same_part: each image's group of look-alike images (one part)
+    same_part = similar_image_groups(standard[originals])
+    probabilities = out_of_fold_probabilities(standard, target, same_part[group], len(labels),
+                                              params.seed)[originals]
     threshold, metrics = _threshold_and_metrics(probabilities, target[originals], labels)
+    metrics["cross_validation_groups"] = len(np.unique(same_part))
     weights, bias = fit_softmax(standard, target, len(labels))
     timings["fit_s"] = time.perf_counter() - started - timings["read_s"] - timings["features_s"]
 
