@@ -56,6 +56,11 @@ def test_classifier_learns_labelled_defects(tmp_path: Path) -> None:
                "scratch": write(tmp_path / "scratch", [scratch(texture(rng), rng) for _ in range(8)])}
     report = train_classifier_model(good, defects, "demo-classifier", tmp_path / "build", params=SMALL)
     assert report.manifest.labels == ["good", "blob", "scratch"] and report.manifest.ok_labels == ["good"]
+    # half the good images train the head, each with its flips; the defects also under 4 lighting ramps
+    assert (report.counts["good_variants"], report.counts["blob_variants"], report.counts["scratch_variants"]) == (
+        10 * 4, 8 * 8, 8 * 8)
+    # the folds join each image with the one most like it, so there are fewer groups than images
+    assert 1 < report.metrics["cross_validation_groups"] < 10 + 16
     model = load_model(tmp_path / "build", threads=2)
     spec = model.manifest.input
     assert isinstance(spec, ImageInput) and model.manifest.kind == "vision-classifier"

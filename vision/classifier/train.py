@@ -132,7 +132,9 @@ def train_classifier_model(good: list[Path], defects: dict[str, list[Path]], nam
     onnx_path = build_dir / ONNX_FILE
     onnx.save(add_classifier_head(anomaly_model, mean, scale, weights, bias), str(onnx_path))
     timings["total_s"] = time.perf_counter() - started
+    rows_per_label = np.bincount(target, minlength=len(labels)).tolist()
     counts = {label: len(images) for label, images in by_label.items()} | {
+        f"{label}_variants": rows for label, rows in zip(labels, rows_per_label, strict=True)} | {
         "good_for_anomaly_bank": anomaly.counts["good"], "skipped": len(skipped)}
     undersized = sorted(anomaly.manifest.training.data.get("undersized_good_images", [])
                         + undersized_images(head_good))
