@@ -106,6 +106,41 @@ class RingBuffer:
             self._written = 0
 
 
+STREAM_CLOSE_TIMEOUT_S = 2.0  # a stream whose abort takes longer is abandoned (see close_stream)
+
+
+def close_stream(stream: Any, timeout_s: float = STREAM_CLOSE_TIMEOUT_S) -> bool:
+    """Abort and close a sounddevice stream, waiting at most ``timeout_s``; False if it hung.
+
+    When the sound server dies under a running stream, PortAudio's abort can wait forever for
+    the driver (seen with ALSA's PulseAudio plugin). The close then runs on in a daemon thread
+    and the stream is abandoned, so capture can reopen on a new stream. PortAudio would close
+    the abandoned stream again at interpreter exit and hang there too, so that clean-up is
+    skipped: the operating system releases the device when the process ends.
+    """
+
+    def abort_and_close() -> None:
+        try:
+            stream.abort()
+            stream.close()
+        except Exception:  # a vanished device may fail to close; it is gone either way
+            pass
+
+    closer = threading.Thread(target=abort_and_close, name="audio-stream-close", daemon=True)
+    closer.start()
+    closer.join(timeout_s)
+    if not closer.is_alive():
+        return True
+    import atexit
+
+    import sounddevice as sd
+
+    exit_cleanup = getattr(sd, "_exit_handler", None)  # sounddevice's Pa_Terminate at exit
+    if exit_cleanup is not None:
+        atexit.unregister(exit_cleanup)
+    return False
+
+
 class MicrophoneSource:
     """A sounddevice input stream feeding a ring buffer; reopened with back-off when it fails.
 
@@ -142,6 +177,7 @@ class MicrophoneSource:
         self.overruns = 0
         self.lost_windows = 0
         self.reopens = 0
+        self.abandoned_streams = 0  # streams whose close hung (a dead sound server); see close_stream
         self.last_error: str | None = None
         self._stream: Any = None
         self._stream_failed = threading.Event()
@@ -185,12 +221,8 @@ class MicrophoneSource:
     def close(self) -> None:
         with self._lock:
             stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.abort()
-                stream.close()
-            except Exception:  # a vanished device may fail to close; it is gone either way
-                pass
+        if stream is not None and not close_stream(stream):
+            self.abandoned_streams += 1
 
     def _fail(self, reason: str) -> None:
         self.close()

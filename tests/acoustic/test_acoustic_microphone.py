@@ -92,3 +92,36 @@ def test_microphone_reopens_after_the_device_returns(tmp_path: Path) -> None:
             clip = source.record(0.5)
         assert clip.error is None and source.reopens >= 1
         source.close()
+
+
+def test_a_stream_that_hangs_on_close_is_abandoned_and_capture_carries_on() -> None:
+    """A sound server that dies under a running stream can make PortAudio's abort wait forever;
+    the source must not hang with it (a driver stuck in C cannot be produced on demand: the
+    stream here stands in for one, the source around it is the real one)."""
+    skip_without_portaudio()
+    released = threading.Event()
+
+    class HungStream:
+        closed = False
+
+        def abort(self) -> None:
+            released.wait()
+
+        def close(self) -> None:
+            self.closed = True
+
+    source = MicrophoneSource("no such device", RATE, 1, retry_s=0.1, max_retry_s=0.1, stall_timeout_s=0.3,
+                              startup_grace_s=0.0)
+    source._stream = HungStream()  # delivers nothing, and hangs when closed
+    try:
+        started = time.monotonic()
+        clip = source.record(0.2)
+        assert clip.error is not None and "delivered no data" in clip.error
+        assert time.monotonic() - started < 5.0, "capture returned although the stream's close hung"
+        assert source.abandoned_streams == 1
+        time.sleep(0.2)
+        reopened = source.record(0.2)  # the next capture tries a new stream: an unknown device says so
+        assert reopened.error is not None and "cannot open audio device" in reopened.error
+        assert source.abandoned_streams == 1
+    finally:
+        released.set()
