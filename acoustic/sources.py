@@ -8,6 +8,7 @@ overwritten in the ring buffer before the consumer read them).
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -131,8 +132,6 @@ def close_stream(stream: Any, timeout_s: float = STREAM_CLOSE_TIMEOUT_S) -> bool
     closer.join(timeout_s)
     if not closer.is_alive():
         return True
-    import atexit
-
     import sounddevice as sd
 
     exit_cleanup = getattr(sd, "_exit_handler", None)  # sounddevice's Pa_Terminate at exit
