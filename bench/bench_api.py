@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge.store import NewVerdict, PartContext, VerdictStore  # noqa: E402
+from models.manifest import ImageInput  # noqa: E402
 from models.registry import ModelRegistry  # noqa: E402
 from models.runtime import load_model  # noqa: E402
 from vision.images import decode_image  # noqa: E402
@@ -62,7 +63,9 @@ def bare_model(model_name: str, images: list[bytes], threads: int, rounds: int,
                models_dir: Path) -> dict[str, float]:
     registry = ModelRegistry(models_dir)
     model = load_model(registry.get(model_name).folder, threads=threads)
-    tensors = [to_tensor(decode_image(data).pixels, model.manifest.input) for data in images]
+    spec = model.manifest.input
+    assert isinstance(spec, ImageInput), f"{model_name} is not a vision model"
+    tensors = [to_tensor(decode_image(data).pixels, spec) for data in images]
     samples = []
     for _ in range(rounds):
         for tensor in tensors:

@@ -87,6 +87,7 @@ class ContinuousListener:
                 metrics.verdicts.labels("acoustic", verdict.decision, verdict.model_name or "").inc()
                 metrics.audio_overruns.labels(name).set(window.overruns)
                 metrics.audio_lost_windows.labels(name).set(window.lost_windows)
+                metrics.audio_abandoned_streams.labels(name).set(getattr(self.source, "abandoned_streams", 0))
                 if window.alarm:
                     store.raise_alarm("acoustic_anomaly", f"{name}: {listening.k} of the last {listening.n} "
                                       "sound windows are anomalous", "critical", f"mic:{name}")

@@ -44,12 +44,31 @@ class TrainingOutcome:
     duration_s: float = 0.0
 
 
+def lower_priority(niceness: int) -> None:
+    """Make this process yield to inspection: niced, and on Linux scheduled as SCHED_IDLE (it runs
+    only on CPU time no normal task wants, and a waking inspection thread preempts it at once).
+
+    Linux schedules threads, so every thread that exists now is lowered; threads started later
+    (onnxruntime's pool, BLAS) inherit the setting from the thread that starts them."""
+    with contextlib.suppress(OSError):
+        os.nice(niceness)
+    idle = getattr(os, "SCHED_IDLE", None)
+    if idle is None or not hasattr(os, "sched_setscheduler"):
+        return
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [0]
+    for tid in threads:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(tid, idle, os.sched_param(0))
+
+
 def _train_in_child(kind: Kind, examples: dict[str, list[str]], name: str, build_dir: str,
                     messages: multiprocessing.Queue[tuple[Any, ...]], niceness: int,
                     trainer: Trainer = "default", options: dict[str, Any] | None = None) -> None:
     """Runs in the child process: lower priority, train, report."""
-    with contextlib.suppress(OSError):
-        os.nice(niceness)
+    lower_priority(niceness)
     try:
         def progress(fraction: float, message: str) -> None:
             messages.put(("progress", float(fraction), str(message)))

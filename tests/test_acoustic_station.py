@@ -20,6 +20,7 @@ pytest.importorskip("soundfile", reason="the audio extra is not installed")
 import soundfile as sf
 from acoustic_synth import machine_sound, skip_without_portaudio, write_wav
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
 
 from acoustic.training import train_acoustic_model
 from edge.api.app import create_app
@@ -196,6 +197,8 @@ def test_station_listens_to_a_real_microphone(tmp_path: Path, hum_model: Path,
             decisions = [v["decision"] for v in station.store.verdicts_since(0, 100)]
             assert "NG" in decisions, decisions
             assert station.listener is not None and station.listener.running
+            exposed = generate_latest(station.metrics.registry).decode()
+            assert 'edge_audio_abandoned_streams{microphone="mic1"} 0.0' in exposed
         finally:
             station.stop()
 

@@ -3,7 +3,11 @@ run that leaves nothing, and training data a technician can act on. Real trainin
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -84,6 +88,39 @@ def test_a_cancelled_run_registers_nothing_and_leaves_no_build(tmp_path: Path) -
         train("vision", {"good": good}, "cancelled", registry, progress=cancel_soon, cancel=cancel)
     assert time.monotonic() - started < 30 and progress
     assert registry.names() == [] and not list((tmp_path / "models").glob(".build-*"))
+
+
+def thread_priorities(pid: int) -> list[tuple[int, int]]:
+    """(nice, scheduling policy) of every thread of a process."""
+    found = []
+    for tid in (int(t) for t in os.listdir(f"/proc/{pid}/task")):
+        with contextlib.suppress(OSError):  # the thread ended meanwhile
+            found.append((os.getpriority(os.PRIO_PROCESS, tid), os.sched_getscheduler(tid)))
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads thread priorities from /proc")
+def test_training_runs_in_a_process_that_yields_to_inspection(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models", bundled_root=None)
+    good = sorted(part_folder(tmp_path / "good", 30, size=(400, 600)).glob("*.png"))
+    cancel = threading.Event()
+    samples: list[list[tuple[int, int]]] = []
+
+    def look_at_the_trainer(fraction: float, message: str) -> None:
+        for child in multiprocessing.active_children():
+            if child.name.startswith("train-vision") and child.pid is not None:
+                samples.append(thread_priorities(child.pid))
+        if message.startswith("features") or fraction >= 0.5:
+            cancel.set()  # onnxruntime's threads exist by now
+
+    own_nice = os.getpriority(os.PRIO_PROCESS, 0)
+    with pytest.raises(TrainingCancelled):
+        train("vision", {"good": good}, "niced", registry, progress=look_at_the_trainer, cancel=cancel)
+    threads = [thread for sample in samples for thread in sample]
+    assert threads and max(len(sample) for sample in samples) >= 2, samples
+    assert all(nice >= min(19, own_nice + 10) for nice, _ in threads), threads
+    assert all(policy == os.SCHED_IDLE for _, policy in threads), "inspection preempts training at once"
+    assert os.getpriority(os.PRIO_PROCESS, 0) == own_nice and os.sched_getscheduler(0) == os.SCHED_OTHER
 
 
 def test_bad_training_data_is_a_training_error(tmp_path: Path) -> None:
