@@ -172,4 +172,7 @@ def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: Mode
         if child.is_alive():
             child.terminate()
             child.join(5)
+        if child.is_alive():  # a SCHED_IDLE child on a saturated CPU may be slow to act on SIGTERM
+            child.kill()
+            child.join(5)
         shutil.rmtree(build_dir, ignore_errors=True)
