@@ -3,10 +3,9 @@
 One run on one machine: the real service (uvicorn on loopback) judges magnetic tiles posted by an
 AOI-style client (back to back, or paced at --rate parts per second), first alone (the baseline),
 then while `edge-inspect train vision` trains a new version of the same model in its own
-lower-priority process and promotes it. Prints
-the verdict latency of both phases (median and percentiles, and their ratio), failed requests, how
-long training took beside inspection and (trained once more, the service idle) alone, and when the
-service began judging with the new version.
+lower-priority process and promotes it. Prints the verdict latency of both phases (median and
+percentiles, and their ratio), failed requests, how long training took beside inspection and
+(trained once more, the service idle) alone, and when the service began judging with the new version.
 
 Usage: .venv/bin/python bench/bench_retrain.py [--good 100] [--rate 10] [--baseline-s 60] [--json out.json]
 """
@@ -78,7 +77,7 @@ class Client:
 
 
 def train_beside(config: Path, good: list[Path], folder: Path) -> tuple[float, int, str]:
-    """Run the CLI's training (its own process, lower priority) on a copy of ``good``; wall s, rc, tail."""
+    """Run the CLI's training (its own process, lower priority) on links to ``good``; wall s, rc, tail."""
     folder.mkdir()
     for path in good:
         (folder / path.name).symlink_to(path)
@@ -107,7 +106,8 @@ def main() -> int:
         print(f"needs the development data in {GOOD_TILES}")
         return 2
     images, image_note = load_images(60)
-    good = image_files(GOOD_TILES)[:: max(1, len(image_files(GOOD_TILES)) // args.good)][: args.good]
+    every_good = image_files(GOOD_TILES)
+    good = every_good[:: max(1, len(every_good) // args.good)][: args.good]
     print(f"# edge-inspect: inspection during retraining; {os.cpu_count()} cores, Python {platform.python_version()}")
     pace = f"{args.rate:g} parts/s" if args.rate > 0 else "back to back"
     print(f"# service judges {image_note}, {pace}; training: {len(good)} good tiles, model {MODEL}")

@@ -50,18 +50,17 @@ def lower_priority(niceness: int) -> None:
 
     Linux schedules threads, so every thread that exists now is lowered; threads started later
     (onnxruntime's pool, BLAS) inherit the setting from the thread that starts them."""
-    with contextlib.suppress(OSError):
-        os.nice(niceness)
-    idle = getattr(os, "SCHED_IDLE", None)
-    if idle is None or not hasattr(os, "sched_setscheduler"):
-        return
     try:
         threads = [int(tid) for tid in os.listdir("/proc/self/task")]
-    except OSError:
+    except OSError:  # no /proc: 0 is the calling process
         threads = [0]
+    idle = getattr(os, "SCHED_IDLE", None) if hasattr(os, "sched_setscheduler") else None
     for tid in threads:
         with contextlib.suppress(OSError):
-            os.sched_setscheduler(tid, idle, os.sched_param(0))
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+        if idle is not None:
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(tid, idle, os.sched_param(0))
 
 
 def _train_in_child(kind: Kind, examples: dict[str, list[str]], name: str, build_dir: str,
