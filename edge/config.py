@@ -60,6 +60,18 @@ class ModelSettings(_Section):
                                          description="Model name -> decision threshold replacing the manifest's.")
 
 
+class TrainingSettings(_Section):
+    """How retraining shares the station's CPU with inspection (see edge.training.lower_priority)."""
+
+    priority: Literal["idle", "low"] = Field(
+        "idle", title="Training priority",
+        description="idle: niced and SCHED_IDLE, training runs only on CPU time nothing else wants, so verdict "
+                    "latency does not move, but any busy process on the station slows training down (many times "
+                    "over when the CPU is saturated). low: niced only, training keeps a small share of the CPU "
+                    "and inspection slows a little while it runs.")
+    niceness: int = Field(10, ge=1, le=19, title="Nice increment of the training process")
+
+
 class ReplaySource(_Section):
     """Replays image files from a folder, in name order, as if a camera delivered them."""
 
@@ -201,6 +213,7 @@ class StationConfig(_Section):
     line: LineSettings | None = None
     microphone: MicrophoneSettings | None = None
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
+    training: TrainingSettings = Field(default_factory=lambda: TrainingSettings())
 
     # Folder the config file was read from; relative paths are resolved against it.
     base_dir: Path = Field(Path("."), exclude=True)

@@ -25,6 +25,7 @@ from models.registry import ModelRegistry, ModelVersion
 
 Kind = Literal["vision", "acoustic"]
 Trainer = Literal["default", "yolo"]  # yolo: ultralytics classifier, only with the optional yolo extra
+Priority = Literal["idle", "low"]  # see lower_priority
 ProgressCallback = Callable[[float, str], None]
 
 
@@ -42,11 +43,24 @@ class TrainingOutcome:
     manifest: Manifest
     skipped: list[tuple[str, str]] = field(default_factory=list)
     duration_s: float = 0.0
+    cpu_cores: float = 0.0  # CPU time the training process got per second of its run (2.0: two full cores)
 
 
-def lower_priority(niceness: int) -> None:
-    """Make this process yield to inspection: niced, and on Linux scheduled as SCHED_IDLE (it runs
-    only on CPU time no normal task wants, and a waking inspection thread preempts it at once).
+# A training process that got less CPU than this (cores, on average) for STARVED_AFTER_S was starved by
+# other work on the station; the progress message and the CLI say so and name the way out.
+STARVED_CORES = 0.5
+STARVED_AFTER_S = 20.0
+STARVED_HINT = "slow: the CPU is busy with other work"
+
+
+def starved(cpu_cores: float | None, elapsed_s: float) -> bool:
+    return cpu_cores is not None and elapsed_s >= STARVED_AFTER_S and cpu_cores < STARVED_CORES
+
+
+def lower_priority(niceness: int, idle: bool = True) -> None:
+    """Make this process yield to inspection: niced, and (``idle``, on Linux) scheduled as SCHED_IDLE:
+    it then runs only on CPU time no normal task wants, and a waking inspection thread preempts it at
+    once; but any busy process, not only inspection, holds it back. Niced only, it keeps a small share.
 
     Linux schedules threads, so every thread that exists now is lowered; threads started later
     (onnxruntime's pool, BLAS) inherit the setting from the thread that starts them."""
@@ -54,23 +68,24 @@ def lower_priority(niceness: int) -> None:
         threads = [int(tid) for tid in os.listdir("/proc/self/task")]
     except OSError:  # no /proc: 0 is the calling process
         threads = [0]
-    idle = getattr(os, "SCHED_IDLE", None) if hasattr(os, "sched_setscheduler") else None
+    policy = getattr(os, "SCHED_IDLE", None) if idle and hasattr(os, "sched_setscheduler") else None
     for tid in threads:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
-        if idle is not None:
+        if policy is not None:
             with contextlib.suppress(OSError):
-                os.sched_setscheduler(tid, idle, os.sched_param(0))
+                os.sched_setscheduler(tid, policy, os.sched_param(0))
 
 
 def _train_in_child(kind: Kind, examples: dict[str, list[str]], name: str, build_dir: str,
                     messages: multiprocessing.Queue[tuple[Any, ...]], niceness: int,
-                    trainer: Trainer = "default", options: dict[str, Any] | None = None) -> None:
-    """Runs in the child process: lower priority, train, report."""
-    lower_priority(niceness)
+                    trainer: Trainer = "default", options: dict[str, Any] | None = None,
+                    priority: Priority = "idle") -> None:
+    """Runs in the child process: lower priority, train, report (with the CPU time used so far)."""
+    lower_priority(niceness, idle=priority == "idle")
     try:
         def progress(fraction: float, message: str) -> None:
-            messages.put(("progress", float(fraction), str(message)))
+            messages.put(("progress", float(fraction), str(message), time.process_time()))
 
         good_key = "good" if kind == "vision" else "normal"
         good = [Path(p) for p in examples.pop(good_key)]
@@ -93,7 +108,7 @@ def _train_in_child(kind: Kind, examples: dict[str, list[str]], name: str, build
             from acoustic.training import train_acoustic_model
 
             report = train_acoustic_model(good, labelled, name, Path(build_dir), progress=progress)
-        messages.put(("done", report.manifest.model_dump_json(), _skipped(report)))
+        messages.put(("done", report.manifest.model_dump_json(), _skipped(report), time.process_time()))
     except ValueError as exc:  # the training modules raise ValueError subclasses for bad data
         messages.put(("error", str(exc)))
     except Exception as exc:
@@ -122,12 +137,13 @@ def _skipped(report: Any) -> list[tuple[str, str]]:
 
 def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: ModelRegistry, *,
           progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
-          promote: bool = True, niceness: int = 10, trainer: Trainer = "default",
+          promote: bool = True, niceness: int = 10, priority: Priority = "idle", trainer: Trainer = "default",
           options: dict[str, Any] | None = None) -> TrainingOutcome:
     """Train in a child process and register the result; raises TrainingError or TrainingCancelled.
 
-    ``trainer="yolo"`` (vision only) trains an ultralytics YOLO classifier with ``options`` (epochs,
-    imgsz, ...) passed to ``vision.yolo.train.train_yolo_classifier``."""
+    ``priority`` and ``niceness``: see lower_priority; a starved run says so in its progress messages
+    (STARVED_HINT). ``trainer="yolo"`` (vision only) trains an ultralytics YOLO classifier with
+    ``options`` (epochs, imgsz, ...) passed to ``vision.yolo.train.train_yolo_classifier``."""
     if trainer == "yolo":
         from vision.yolo import INSTALL_HINT, available
 
@@ -142,7 +158,8 @@ def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: Mode
     messages: multiprocessing.Queue[tuple[Any, ...]] = context.Queue()
     payload = {label: [str(p) for p in paths] for label, paths in examples.items()}
     child = context.Process(target=_train_in_child,
-                            args=(kind, payload, name, str(build_dir), messages, niceness, trainer, options),
+                            args=(kind, payload, name, str(build_dir), messages, niceness, trainer, options,
+                                  priority),
                             name=f"train-{kind}-{name}", daemon=True)
     child.start()
     try:
@@ -156,8 +173,12 @@ def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: Mode
                     code = child.exitcode
                     raise TrainingError(f"the training process ended unexpectedly (exit code {code})") from None
                 continue
-            if message[0] == "progress" and progress is not None:
-                progress(message[1], message[2])
+            if message[0] == "progress":
+                elapsed = time.monotonic() - started
+                if progress is not None:
+                    cpu_cores = message[3] / elapsed if elapsed > 0 else None
+                    hint = f" ({STARVED_HINT})" if starved(cpu_cores, elapsed) else ""
+                    progress(message[1], message[2] + hint)
             elif message[0] == "error":
                 raise TrainingError(message[1])
             elif message[0] == "done":
@@ -165,8 +186,9 @@ def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: Mode
                 child.join(10)
                 version = registry.register(build_dir, manifest, promote=promote)
                 registered = manifest.model_copy(update={"version": version.version})
-                return TrainingOutcome(version, registered, [tuple(s) for s in message[2]],
-                                       time.monotonic() - started)
+                duration = time.monotonic() - started
+                return TrainingOutcome(version, registered, [tuple(s) for s in message[2]], duration,
+                                       message[3] / duration)
     finally:
         if child.is_alive():
             child.terminate()

@@ -35,6 +35,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     ("sources:\n  - {type: webcam}\n", ["sources.0", "webcam", "replay"]),
     ("sources:\n  - {type: replay, folder: a}\n  - {type: replay, folder: b}\n", ["unique", "replay"]),
     ("station:\n  id: 'has spaces'\n", ["station.id", "pattern"]),
+    ("training:\n  priority: urgent\n", ["training.priority", "'idle'", "'low'", "urgent"]),
     ("- just\n- a list\n", ["top level must be a mapping"]),
     ("api: {port: [\n", ["not valid YAML"]),
 ])

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from edge.cli.common import CommandError, add_config_option, config_from, registry_for
-from edge.training import Kind, TrainingError, train
+from edge.training import Kind, TrainingError, starved, train
 from vision.anomaly.images import split_masks
 from vision.sources import IMAGE_SUFFIXES
 
@@ -36,6 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     vision.add_argument("--epochs", type=int, default=None, metavar="N", help="yolo: training epochs (default 30)")
     vision.add_argument("--imgsz", type=int, default=None, metavar="N",
                         help="yolo: square input size in pixels, a multiple of 32 (default 128)")
+    _add_priority_option(vision)
     vision.set_defaults(handler=run, train_kind="vision")
     acoustic = kinds.add_parser(
         "acoustic", help="from normal recordings only (anomaly model), or with labelled fault folders",
@@ -46,7 +47,16 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="WAV clips of one fault type (repeatable)")
     acoustic.add_argument("--name", required=True)
     acoustic.add_argument("--no-promote", action="store_true")
+    _add_priority_option(acoustic)
     acoustic.set_defaults(handler=run, train_kind="acoustic", trainer="default")
+
+
+def _add_priority_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--priority", choices=["idle", "low"], default=None,
+                        help="idle: training runs only on CPU time nothing else on the station wants (verdict "
+                             "latency does not move, but other busy processes slow training down); low: niced "
+                             "only, training keeps a small share and inspection slows a little "
+                             "(default: training.priority of the station file, idle)")
 
 
 def files_in(folder: Path, suffixes: set[str], role: str) -> list[Path]:
@@ -98,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         outcome = train(kind, examples, args.name, registry_for(config), progress=progress,
-                        promote=not args.no_promote, trainer=args.trainer, options=options)
+                        promote=not args.no_promote, trainer=args.trainer, options=options,
+                        priority=args.priority or config.training.priority, niceness=config.training.niceness)
     except TrainingError as exc:
         print(file=sys.stderr)
         raise CommandError(f"training failed: {exc}") from exc
@@ -112,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {len(undersized)} good image(s) under half the others' size, scaled up, train as blurred "
               f"parts and loosen the threshold (remove them if they are not parts): {', '.join(undersized)}",
               file=sys.stderr)
+    if starved(outcome.cpu_cores, outcome.duration_s) and (args.priority or config.training.priority) == "idle":
+        print(f"note: training got {outcome.cpu_cores:.0%} of one CPU core on average: other work on the station "
+              "held it back. --priority low (or training.priority: low in the station file) gives it a share, "
+              "at a small cost in verdict latency while it runs", file=sys.stderr)
     state = "registered and promoted" if not args.no_promote else "registered (not active)"
     manifest = outcome.manifest
     print(f"{manifest.name} v{manifest.version} {state} in {outcome.duration_s:.1f} s: {manifest.kind}, "
