@@ -11,7 +11,7 @@ from __future__ import annotations
 import atexit
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -108,6 +108,17 @@ class RingBuffer:
 
 
 STREAM_CLOSE_TIMEOUT_S = 2.0  # a stream whose abort takes longer is abandoned (see close_stream)
+STREAM_OPEN_TIMEOUT_S = 5.0  # a stream that takes longer to open and start is abandoned (see StreamOpener)
+
+
+def _skip_portaudio_exit_cleanup() -> None:
+    """PortAudio would close a hung stream again at interpreter exit and hang there too: skip that
+    clean-up; the operating system releases the device when the process ends."""
+    import sounddevice as sd
+
+    exit_cleanup = getattr(sd, "_exit_handler", None)  # sounddevice's Pa_Terminate at exit
+    if exit_cleanup is not None:
+        atexit.unregister(exit_cleanup)
 
 
 def close_stream(stream: Any, timeout_s: float = STREAM_CLOSE_TIMEOUT_S) -> bool:
@@ -115,9 +126,8 @@ def close_stream(stream: Any, timeout_s: float = STREAM_CLOSE_TIMEOUT_S) -> bool
 
     When the sound server dies under a running stream, PortAudio's abort can wait forever for
     the driver (seen with ALSA's PulseAudio plugin). The close then runs on in a daemon thread
-    and the stream is abandoned, so capture can reopen on a new stream. PortAudio would close
-    the abandoned stream again at interpreter exit and hang there too, so that clean-up is
-    skipped: the operating system releases the device when the process ends.
+    and the stream is abandoned, so capture can reopen on a new stream (and PortAudio's clean-up
+    at exit is skipped, see _skip_portaudio_exit_cleanup).
     """
 
     def abort_and_close() -> None:
@@ -132,12 +142,56 @@ def close_stream(stream: Any, timeout_s: float = STREAM_CLOSE_TIMEOUT_S) -> bool
     closer.join(timeout_s)
     if not closer.is_alive():
         return True
-    import sounddevice as sd
-
-    exit_cleanup = getattr(sd, "_exit_handler", None)  # sounddevice's Pa_Terminate at exit
-    if exit_cleanup is not None:
-        atexit.unregister(exit_cleanup)
+    _skip_portaudio_exit_cleanup()
     return False
+
+
+class StreamOpener:
+    """Opens and starts a stream on a helper thread, so that a sound server that hangs (alive but not
+    answering) cannot hang the caller: ``result`` waits a bounded time. A stream that opens after the
+    caller gave up is closed at once by the helper."""
+
+    def __init__(self, create: Callable[[], Any]) -> None:
+        self._create = create
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._stream: Any = None
+        self._error: BaseException | None = None
+        self._abandoned = False
+        self._thread = threading.Thread(target=self._run, name="audio-stream-open", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            stream = self._create()
+        except Exception as exc:  # PortAudioError, ValueError for an unknown device name
+            with self._lock:
+                self._error = exc
+            self._done.set()
+            return
+        with self._lock:
+            self._stream, late = stream, self._abandoned
+        self._done.set()
+        if late:
+            close_stream(stream)
+
+    @property
+    def pending(self) -> bool:
+        """The helper is still waiting for the sound server."""
+        return self._thread.is_alive()
+
+    def result(self, timeout_s: float) -> Any:
+        """The started stream; re-raises the open's error, or raises TimeoutError (the attempt is then
+        abandoned: its stream, if it ever opens, is closed)."""
+        self._done.wait(timeout_s)
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            if self._stream is not None:
+                return self._stream
+            self._abandoned = True
+        _skip_portaudio_exit_cleanup()
+        raise TimeoutError(f"no answer within {timeout_s:g} s (is the sound server hung?)")
 
 
 class MicrophoneSource:
@@ -148,6 +202,8 @@ class MicrophoneSource:
     the driver drop a buffer. A device that disappears makes ``record`` return a Clip with
     ``error`` set (judged INVALID) at once; later calls reopen it, waiting between attempts
     from ``retry_s`` doubling up to ``max_retry_s``, so the rest of the station never blocks.
+    Opening and closing are bounded too (``open_timeout_s``, STREAM_CLOSE_TIMEOUT_S): a sound
+    server that hangs instead of dying costs an error clip, not a stuck capture thread.
     """
 
     def __init__(
@@ -162,6 +218,7 @@ class MicrophoneSource:
         max_retry_s: float = 30.0,
         stall_timeout_s: float = 2.0,
         startup_grace_s: float = 5.0,
+        open_timeout_s: float = STREAM_OPEN_TIMEOUT_S,
     ) -> None:
         self.device = device
         self.sample_rate = sample_rate
@@ -172,17 +229,20 @@ class MicrophoneSource:
         self.max_retry_s = max_retry_s
         self.stall_timeout_s = stall_timeout_s
         self.startup_grace_s = startup_grace_s
+        self.open_timeout_s = open_timeout_s
         self.ring = RingBuffer(int(buffer_s * sample_rate), channels)
         self.overruns = 0
         self.lost_windows = 0
         self.reopens = 0
-        self.abandoned_streams = 0  # streams whose close hung (a dead sound server); see close_stream
+        self.abandoned_streams = 0  # streams whose close or open hung (a dead or hung sound server)
         self.last_error: str | None = None
         self._stream: Any = None
         self._stream_failed = threading.Event()
         self._next_retry = 0.0
         self._backoff = retry_s
         self._lock = threading.Lock()
+        self._generation = 0  # which stream's callbacks count: a late, abandoned stream's do not
+        self._opener: StreamOpener | None = None
 
     # -- stream life cycle ----------------------------------------------------------------------
     def _callback(self, indata: npt.NDArray[np.float32], frames: int, time_info: Any, status: Any) -> None:
@@ -190,29 +250,43 @@ class MicrophoneSource:
             self.overruns += 1
         self.ring.write(indata)
 
-    def _finished(self) -> None:
-        self._stream_failed.set()
-
-    def open(self) -> None:
-        """Open the stream now; raises if the device cannot be opened."""
+    def _new_stream(self, generation: int) -> Any:
+        """A started sounddevice stream whose callbacks count only while ``generation`` is current."""
         import sounddevice as sd
 
+        def callback(indata: npt.NDArray[np.float32], frames: int, time_info: Any, status: Any) -> None:
+            if generation == self._generation:
+                self._callback(indata, frames, time_info, status)
+
+        def finished() -> None:
+            if generation == self._generation:
+                self._stream_failed.set()
+
+        stream = sd.InputStream(device=self.device, samplerate=self.sample_rate, channels=self.channels,
+                                dtype="float32", blocksize=self.blocksize, latency=self.latency,
+                                callback=callback, finished_callback=finished)
+        stream.start()
+        return stream
+
+    def open(self) -> None:
+        """Open the stream now; raises if the device cannot be opened or does not answer within
+        ``open_timeout_s`` (a hung sound server: the attempt is abandoned, see StreamOpener)."""
         with self._lock:
             if self._stream is not None:
                 return
+            if self._opener is not None and self._opener.pending:
+                raise TimeoutError("an earlier attempt to open it is still waiting for the sound server")
             self._stream_failed.clear()
             self.ring.reset()
-            stream = sd.InputStream(
-                device=self.device,
-                samplerate=self.sample_rate,
-                channels=self.channels,
-                dtype="float32",
-                blocksize=self.blocksize,
-                latency=self.latency,
-                callback=self._callback,
-                finished_callback=self._finished,
-            )
-            stream.start()
+            self._generation += 1
+            generation = self._generation
+            self._opener = StreamOpener(lambda: self._new_stream(generation))
+            try:
+                stream = self._opener.result(self.open_timeout_s)
+            except TimeoutError:
+                self._generation += 1  # the abandoned stream's callbacks no longer count
+                self.abandoned_streams += 1
+                raise
             self._stream = stream
             self._backoff = self.retry_s
             self.last_error = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -78,7 +79,19 @@ class VirtualMicrophone:
             process.wait(timeout=600)
         return process
 
+    def freeze(self) -> None:
+        """Stop the sound server without ending it (SIGSTOP): a hung server, alive but not answering."""
+        assert self._daemon is not None, "the virtual microphone is not running"
+        self._daemon.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen sound server run on (SIGCONT)."""
+        assert self._daemon is not None, "the virtual microphone is not running"
+        self._daemon.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        if self._daemon is not None and self._daemon.poll() is None:
+            self._daemon.send_signal(signal.SIGCONT)  # a frozen server cannot act on SIGTERM
         for process in (self._feeder, self._daemon):
             if process is not None and process.poll() is None:
                 process.terminate()

@@ -94,6 +94,37 @@ def test_microphone_reopens_after_the_device_returns(tmp_path: Path) -> None:
         source.close()
 
 
+def test_a_hung_sound_server_costs_error_clips_not_a_stuck_capture(tmp_path: Path) -> None:
+    """A sound server that hangs (alive, not answering) instead of dying: opening the stream would
+    wait for it forever. Capture must answer with an error within its open timeout, not pile up
+    attempts while the server stays hung, and record again once it answers."""
+    skip_without_portaudio()
+    from acoustic.virtual_mic import missing_tools
+
+    if missing_tools():
+        pytest.skip(f"PulseAudio not installed ({', '.join(missing_tools())} missing)")
+    source = MicrophoneSource("pulse", RATE, 1, retry_s=0.1, max_retry_s=0.2, open_timeout_s=2.0)
+    with VirtualMicrophone(RATE) as mic:
+        mic.freeze()
+        started = time.monotonic()
+        hung = source.record(0.5)
+        assert hung.error is not None and "no answer within 2 s" in hung.error, hung.error
+        assert time.monotonic() - started < 4.0 and source.abandoned_streams == 1
+        time.sleep(0.3)  # past the back-off: the next capture tries again
+        again = source.record(0.5)
+        assert again.error is not None and "still waiting" in again.error, again.error
+        assert source.abandoned_streams == 1  # the earlier attempt is not stacked on
+        mic.thaw()
+        deadline = time.monotonic() + 15
+        clip = source.record(0.5)
+        while clip.error and time.monotonic() < deadline:
+            time.sleep(0.2)
+            clip = source.record(0.5)
+        assert clip.error is None and clip.samples.shape == (RATE // 2, 1), clip.error
+        assert source.reopens >= 1
+        source.close()
+
+
 def test_a_stream_that_hangs_on_close_is_abandoned_and_capture_carries_on() -> None:
     """A sound server that dies under a running stream can make PortAudio's abort wait forever;
     the source must not hang with it (a driver stuck in C cannot be produced on demand: the
