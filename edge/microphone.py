@@ -62,6 +62,19 @@ class ContinuousListener:
     def running(self) -> bool:
         return self._thread.is_alive()
 
+    def _open_or_alarm(self) -> None:
+        """Open the microphone now. If it cannot be opened (not plugged in yet at boot, a sound server
+        that is down or hung), raise an alarm and go on: the windows reopen it with back-off, and are
+        judged INVALID with the reason until it answers."""
+        name = self.settings.name
+        try:
+            self.source.open()
+        except Exception as exc:
+            log.warning("microphone %s cannot be opened now: %s", name, exc)
+            self.inspection.store.raise_alarm(
+                "microphone_unavailable", f"{name}: cannot open the microphone ({exc}); retrying", "critical",
+                f"mic:{name}")
+
     def _run(self) -> None:
         from acoustic.continuous import continuous
 
@@ -72,7 +85,7 @@ class ContinuousListener:
         overruns_seen = lost_seen = 0
         listening = self.settings.continuous
         try:
-            self.source.open()
+            self._open_or_alarm()
             windows = continuous(inspector, self.source, listening.k, listening.n, listening.hop_s)
             for window in windows:
                 if self._stop.is_set():

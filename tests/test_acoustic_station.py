@@ -203,6 +203,45 @@ def test_station_listens_to_a_real_microphone(tmp_path: Path, hum_model: Path,
             station.stop()
 
 
+def test_a_microphone_that_does_not_answer_at_start_up_is_alarmed_and_listened_to_once_it_does(
+        tmp_path: Path, hum_model: Path) -> None:
+    """The sound server hangs while the station starts (as a microphone that comes up after the
+    service at boot): listening must not die with the first attempt to open it."""
+    from acoustic.virtual_mic import VirtualMicrophone, missing_tools
+
+    if missing_tools():
+        pytest.skip(f"PulseAudio not installed ({', '.join(missing_tools())})")
+    skip_without_portaudio()
+    with VirtualMicrophone(sample_rate=16000) as mic:
+        mic.freeze()
+        microphone = {"type": "sounddevice", "device": "pulse", "mode": "continuous",
+                      "continuous": {"k": 1, "n": 2}}
+        station = Station(load_config(with_hum(tmp_path, hum_model, microphone=microphone)))
+        station.start()
+        try:
+            assert station.store is not None
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not station.store.alarms(active_only=True):
+                time.sleep(0.2)
+            alarms = station.store.alarms(active_only=True)
+            assert [a["kind"] for a in alarms] == ["microphone_unavailable"], alarms
+            assert "cannot open the microphone" in alarms[0]["message"]
+            mic.thaw()
+            long_fault = write_wav(tmp_path / "fault.wav", np.concatenate(
+                [machine_sound(300 + i, fault="bearing") for i in range(8)]))
+            player = mic.play(long_fault, wait=False)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(
+                    v["decision"] == "NG" for v in station.store.verdicts_since(0, 1000)):
+                time.sleep(0.2)
+            player.terminate()
+            decisions = [v["decision"] for v in station.store.verdicts_since(0, 1000)]
+            assert "NG" in decisions, decisions  # heard once the server answers
+            assert station.listener is not None and station.listener.running
+        finally:
+            station.stop()
+
+
 def test_models_calibrate_sets_a_sound_models_threshold_from_unseen_normal_clips(
         tmp_path: Path, hum_model: Path) -> None:
     from test_service_live import run_cli
