@@ -54,6 +54,7 @@ STARVED_HINT = "slow: the CPU is busy with other work"
 
 
 def starved(cpu_cores: float | None, elapsed_s: float) -> bool:
+    """Whether a run that has used ``cpu_cores`` on average over ``elapsed_s`` is held back by other work."""
     return cpu_cores is not None and elapsed_s >= STARVED_AFTER_S and cpu_cores < STARVED_CORES
 
 

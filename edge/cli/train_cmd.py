@@ -106,10 +106,11 @@ def run(args: argparse.Namespace) -> int:
     def progress(fraction: float, message: str) -> None:
         print(f"\r[{fraction * 100:5.1f}%] {message[:70]:<70}", end="", file=sys.stderr, flush=True)
 
+    priority = args.priority or config.training.priority
     try:
         outcome = train(kind, examples, args.name, registry_for(config), progress=progress,
                         promote=not args.no_promote, trainer=args.trainer, options=options,
-                        priority=args.priority or config.training.priority, niceness=config.training.niceness)
+                        priority=priority, niceness=config.training.niceness)
     except TrainingError as exc:
         print(file=sys.stderr)
         raise CommandError(f"training failed: {exc}") from exc
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {len(undersized)} good image(s) under half the others' size, scaled up, train as blurred "
               f"parts and loosen the threshold (remove them if they are not parts): {', '.join(undersized)}",
               file=sys.stderr)
-    if starved(outcome.cpu_cores, outcome.duration_s) and (args.priority or config.training.priority) == "idle":
+    if starved(outcome.cpu_cores, outcome.duration_s) and priority == "idle":
         print(f"note: training got {outcome.cpu_cores:.0%} of one CPU core on average: other work on the station "
               "held it back. --priority low (or training.priority: low in the station file) gives it a share, "
               "at a small cost in verdict latency while it runs", file=sys.stderr)
