@@ -31,6 +31,7 @@ class StationMetrics:
         self.audio_lost_windows = Gauge("edge_audio_lost_windows", "Audio windows lost since start", ["microphone"],
                                         registry=r)
         self.audio_abandoned_streams = Gauge(
-            "edge_audio_abandoned_streams", "Audio streams given up because closing them hung (a dead sound server)",
+            "edge_audio_abandoned_streams",
+            "Audio streams given up because opening or closing them hung (a dead or hung sound server)",
             ["microphone"], registry=r)
         self.model_info = Gauge("edge_model_active_version", "Active version per loaded model", ["model"], registry=r)

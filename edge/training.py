@@ -175,8 +175,8 @@ def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: Mode
                     raise TrainingError(f"the training process ended unexpectedly (exit code {code})") from None
                 continue
             if message[0] == "progress":
-                elapsed = time.monotonic() - started
                 if progress is not None:
+                    elapsed = time.monotonic() - started
                     cpu_cores = message[3] / elapsed if elapsed > 0 else None
                     hint = f" ({STARVED_HINT})" if starved(cpu_cores, elapsed) else ""
                     progress(message[1], message[2] + hint)

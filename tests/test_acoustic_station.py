@@ -7,8 +7,9 @@ import io
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -28,6 +29,9 @@ from edge.config import load_config
 from edge.station import Station
 from models.manifest import read_manifest
 from models.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from acoustic.virtual_mic import VirtualMicrophone
 
 ACOUSTIC = "/api/v1/verdicts/acoustic"
 
@@ -172,74 +176,70 @@ def test_a_part_judged_by_camera_and_microphone_gets_one_decision(
         station.stop()
 
 
-def test_station_listens_to_a_real_microphone(tmp_path: Path, hum_model: Path,
-                                              clips: dict[str, list[Path]]) -> None:
+@contextmanager
+def station_on_pulseaudio(tmp_path: Path, hum_model: Path,
+                          frozen: bool = False) -> Iterator[tuple[VirtualMicrophone, Station]]:
+    """A station listening continuously to a real PulseAudio microphone (``frozen``: the sound server
+    hangs while the station starts)."""
     from acoustic.virtual_mic import VirtualMicrophone, missing_tools
 
     if missing_tools():
         pytest.skip(f"PulseAudio not installed ({', '.join(missing_tools())})")
     skip_without_portaudio()
     with VirtualMicrophone(sample_rate=16000) as mic:
+        if frozen:
+            mic.freeze()
         microphone = {"type": "sounddevice", "device": "pulse", "mode": "continuous",
                       "continuous": {"k": 1, "n": 2}}
         station = Station(load_config(with_hum(tmp_path, hum_model, microphone=microphone)))
         station.start()
         try:
             assert station.store is not None
-            long_fault = write_wav(tmp_path / "fault.wav", np.concatenate(
-                [machine_sound(200 + i, fault="bearing") for i in range(4)]))
-            player = mic.play(long_fault, wait=False)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not any(
-                    v["decision"] == "NG" for v in station.store.verdicts_since(0, 100)):
-                time.sleep(0.2)
-            player.wait(30)
-            decisions = [v["decision"] for v in station.store.verdicts_since(0, 100)]
-            assert "NG" in decisions, decisions
-            assert station.listener is not None and station.listener.running
-            exposed = generate_latest(station.metrics.registry).decode()
-            assert 'edge_audio_abandoned_streams{microphone="mic1"} 0.0' in exposed
+            yield mic, station
         finally:
             station.stop()
+
+
+def play_a_fault_until_ng(mic: VirtualMicrophone, station: Station, wav: Path, first_seed: int, clips: int,
+                          timeout_s: float) -> list[str]:
+    """Play a long bearing fault into the microphone until an NG window is stored; the decisions so far."""
+    assert station.store is not None
+    write_wav(wav, np.concatenate([machine_sound(first_seed + i, fault="bearing") for i in range(clips)]))
+    player = mic.play(wav, wait=False)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not any(
+            v["decision"] == "NG" for v in station.store.verdicts_since(0, 1000)):
+        time.sleep(0.2)
+    player.terminate()
+    player.wait(10)
+    return [v["decision"] for v in station.store.verdicts_since(0, 1000)]
+
+
+def test_station_listens_to_a_real_microphone(tmp_path: Path, hum_model: Path) -> None:
+    with station_on_pulseaudio(tmp_path, hum_model) as (mic, station):
+        decisions = play_a_fault_until_ng(mic, station, tmp_path / "fault.wav", 200, 4, timeout_s=30)
+        assert "NG" in decisions, decisions
+        assert station.listener is not None and station.listener.running
+        exposed = generate_latest(station.metrics.registry).decode()
+        assert 'edge_audio_abandoned_streams{microphone="mic1"} 0.0' in exposed
 
 
 def test_a_microphone_that_does_not_answer_at_start_up_is_alarmed_and_listened_to_once_it_does(
         tmp_path: Path, hum_model: Path) -> None:
     """The sound server hangs while the station starts (as a microphone that comes up after the
     service at boot): listening must not die with the first attempt to open it."""
-    from acoustic.virtual_mic import VirtualMicrophone, missing_tools
-
-    if missing_tools():
-        pytest.skip(f"PulseAudio not installed ({', '.join(missing_tools())})")
-    skip_without_portaudio()
-    with VirtualMicrophone(sample_rate=16000) as mic:
-        mic.freeze()
-        microphone = {"type": "sounddevice", "device": "pulse", "mode": "continuous",
-                      "continuous": {"k": 1, "n": 2}}
-        station = Station(load_config(with_hum(tmp_path, hum_model, microphone=microphone)))
-        station.start()
-        try:
-            assert station.store is not None
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and not station.store.alarms(active_only=True):
-                time.sleep(0.2)
-            alarms = station.store.alarms(active_only=True)
-            assert [a["kind"] for a in alarms] == ["microphone_unavailable"], alarms
-            assert "cannot open the microphone" in alarms[0]["message"]
-            mic.thaw()
-            long_fault = write_wav(tmp_path / "fault.wav", np.concatenate(
-                [machine_sound(300 + i, fault="bearing") for i in range(8)]))
-            player = mic.play(long_fault, wait=False)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not any(
-                    v["decision"] == "NG" for v in station.store.verdicts_since(0, 1000)):
-                time.sleep(0.2)
-            player.terminate()
-            decisions = [v["decision"] for v in station.store.verdicts_since(0, 1000)]
-            assert "NG" in decisions, decisions  # heard once the server answers
-            assert station.listener is not None and station.listener.running
-        finally:
-            station.stop()
+    with station_on_pulseaudio(tmp_path, hum_model, frozen=True) as (mic, station):
+        assert station.store is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not station.store.alarms(active_only=True):
+            time.sleep(0.2)
+        alarms = station.store.alarms(active_only=True)
+        assert [a["kind"] for a in alarms] == ["microphone_unavailable"], alarms
+        assert "cannot open the microphone" in alarms[0]["message"]
+        mic.thaw()
+        decisions = play_a_fault_until_ng(mic, station, tmp_path / "fault.wav", 300, 8, timeout_s=60)
+        assert "NG" in decisions, decisions  # heard once the server answers
+        assert station.listener is not None and station.listener.running
 
 
 def test_models_calibrate_sets_a_sound_models_threshold_from_unseen_normal_clips(
