@@ -1,7 +1,7 @@
 """Benchmark of the good-only anomaly model on the magnetic-tile development data.
 
     nice -n 10 .venv/bin/python bench/bench_vision_anomaly.py [--sizes 16,100,all] [--splits images,parts]
-        [--repeats 3] [--retrain-25]
+        [--repeats 3] [--retrain-25] [--bank-only]
 
 Two splits (fixed seeds), each holding out good tiles that are never trained on; models are trained
 on 16, 100 and all remaining good tiles and tested on the held-out good tiles plus every defect tile:
@@ -56,6 +56,8 @@ BASELINE = AnomalyParams(height=256, width=256, map_stride_override=0, standardi
                          map_sigma=0.0, bank_size=10000)
 # the same textbook recipe, but with our fast greedy coreset instead of random sampling
 BASELINE_GREEDY = replace(BASELINE, coreset="greedy")
+# ours without the per-position Gaussians (the recipe before 2026-12-02)
+BANK_ONLY = AnomalyParams(position_gaussian=0.0)
 
 
 def split(seed: int, held_out: int) -> tuple[list[Path], list[Path], dict[str, list[Path]]]:
@@ -163,6 +165,8 @@ def main() -> None:
     parser.add_argument("--repeats-below", type=int, default=50)
     parser.add_argument("--baseline-sizes", default="16,all", help="sizes with a baseline run too")
     parser.add_argument("--retrain-25", action="store_true", help="also time a retrain from 25 good images")
+    parser.add_argument("--bank-only", action="store_true",
+                        help="also run ours without the per-position Gaussians at every size (same-run ablation)")
     parser.add_argument("--json", type=Path, help="also write every result to this file")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -180,9 +184,11 @@ def main() -> None:
             baseline_sizes = {len(pool) if s == "all" else int(s) for s in args.baseline_sizes.split(",") if s}
             for size in sizes:
                 draws = args.repeats if size < args.repeats_below else 1
-                for label, params in [("ours", AnomalyParams()), ("baseline", BASELINE),
-                                      ("baseline-greedy", BASELINE_GREEDY)]:
-                    if label != "ours" and size not in baseline_sizes:
+                for label, params in [("ours", AnomalyParams()), ("ours-bank-only", BANK_ONLY),
+                                      ("baseline", BASELINE), ("baseline-greedy", BASELINE_GREEDY)]:
+                    if label == "ours-bank-only" and not args.bank_only:
+                        continue
+                    if label.startswith("baseline") and size not in baseline_sizes:
                         continue
                     runs = []
                     for draw in range(draws):

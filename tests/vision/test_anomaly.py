@@ -15,6 +15,12 @@ from models.runtime import create_session, load_model
 from vision.anomaly import AnomalyParams, TrainingDataError, train_anomaly_model
 from vision.anomaly.calibration import PositionStats, most_similar, nearest_distances, normalised_scores
 from vision.anomaly.features import FeatureExtractor, augmented_variants, image_input, lighting_variants
+from vision.anomaly.gaussian import (
+    GaussianTerm,
+    fit_position_gaussians,
+    held_out_maps,
+    mahalanobis_map,
+)
 from vision.anomaly.graph import SearchHead, feature_graph, scoring_graph
 from vision.anomaly.images import image_files
 from vision.anomaly.train import _calibration_maps
@@ -83,6 +89,8 @@ def test_training_produces_a_model_that_flags_a_defect(trained_on_ordinary_parts
     build = trained_on_ordinary_parts
     model = load_model(build, threads=2)
     assert model.manifest.kind == "vision-anomaly" and model.manifest.version == 1
+    # few good parts: the per-position Gaussians are part of the model, and the manifest says so
+    assert model.manifest.metrics["position_gaussian_weight"] == SMALL.position_gaussian > 0
     rng = np.random.default_rng(7)
     good = texture(rng, 200, 150)
     good_out = model.run(to_tensor(good, model.manifest.input))
@@ -148,7 +156,8 @@ def test_manifest_and_onnx_mismatch_is_refused(trained: tuple[Path, object], tmp
         load_model(copy)
 
 
-def test_onnx_score_equals_numpy_reference(good_files: list[Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_gaussians", [False, True], ids=["bank", "bank+gaussians"])
+def test_onnx_score_equals_numpy_reference(good_files: list[Path], tmp_path: Path, with_gaussians: bool) -> None:
     params = AnomalyParams(height=96, width=128, map_sigma=1.0)
     spec = image_input(params)
     extractor = FeatureExtractor(feature_graph(params), tmp_path, threads=1)
@@ -161,7 +170,12 @@ def test_onnx_score_equals_numpy_reference(good_files: list[Path], tmp_path: Pat
     bank = ((stacked[rng.choice(len(stacked), 100, replace=False)] - mean) @ projection).astype(np.float32)
     stats = PositionStats(rng.uniform(0.5, 2, params.map_shape).astype(np.float32),
                           rng.uniform(0.5, 2, params.map_shape).astype(np.float32))
-    head = SearchHead(mean.astype(np.float32), projection, bank, stats.mean, stats.scale)
+    good_projected = np.stack([((f - mean) @ projection) for f in features[1:]]).astype(np.float32)
+    gaussian_stats = PositionStats(rng.uniform(0, 2, params.map_shape).astype(np.float32),
+                                   rng.uniform(0.5, 2, params.map_shape).astype(np.float32))
+    term = GaussianTerm(fit_position_gaussians(good_projected, params.map_shape, 0.1),
+                        gaussian_stats.mean, gaussian_stats.scale, 0.3) if with_gaussians else None
+    head = SearchHead(mean.astype(np.float32), projection, bank, stats.mean, stats.scale, term)
     path = tmp_path / "scoring.onnx"
     onnx.save(scoring_graph(params, head), str(path))
     session = create_session(path, threads=1)
@@ -169,7 +183,11 @@ def test_onnx_score_equals_numpy_reference(good_files: list[Path], tmp_path: Pat
     score, heat_map = session.run(["score", "anomaly_map"], {"image": to_tensor(test_image, spec)})
     queries = ((extractor(to_tensor(test_image, spec)) - mean) @ projection).astype(np.float32)
     distances = nearest_distances(queries, bank).reshape(params.map_shape)
-    expected = normalised_scores(distances[None], stats, params.map_sigma)[0]
+    blend = None if term is None else (
+        mahalanobis_map(queries, term.gaussians).reshape(1, *params.map_shape), gaussian_stats, term.weight)
+    expected = normalised_scores(distances[None], stats, params.map_sigma, blend)[0]
+    if term is not None:  # the Gaussian term moves the score: the comparison above is not the bank's alone
+        assert abs(float(expected) - float(normalised_scores(distances[None], stats, params.map_sigma)[0])) > 1e-2
     assert score.shape == (1,)
     assert float(score[0]) == pytest.approx(float(expected), rel=1e-3, abs=1e-3)
     assert float(heat_map.max()) == pytest.approx(float(score[0]), rel=1e-5)
@@ -241,3 +259,32 @@ def test_calibration_of_parts_photographed_twice_is_that_of_new_parts() -> None:
     new_parts = maps(parts, list(range(20)), 0)  # each part alone: what an unseen part looks like
     assert naive.mean() < 0.05 * new_parts.mean()
     assert careful.mean() == pytest.approx(new_parts.mean(), rel=0.05)
+
+
+def test_position_gaussians_measure_the_mahalanobis_distance_at_each_cell() -> None:
+    rng = np.random.default_rng(5)
+    map_shape, dims = (3, 4), 6
+    scales = rng.uniform(0.2, 3.0, dims)  # channels of very different spread
+    features = (rng.standard_normal((400, 12, dims)) * scales).astype(np.float32)
+    gaussians = fit_position_gaussians(features, map_shape, shrinkage=0.0)
+    query = np.zeros((12, dims), np.float32)
+    query[5] = 2.0 * scales  # two standard deviations out on every channel, at one cell
+    distances = mahalanobis_map(query, gaussians)
+    samples = features[:, [0, 1, 2, 4, 5, 6, 8, 9, 10]].reshape(-1, dims)  # cell 5's 3x3 neighbourhood
+    diff = query[5] - samples.mean(axis=0)
+    exact = float(np.sqrt(diff @ np.linalg.inv(np.cov(samples.T)) @ diff))
+    assert float(distances[5]) == pytest.approx(exact, rel=1e-3)
+    assert float(distances[5]) == pytest.approx(2.0 * np.sqrt(dims), rel=0.1)
+    assert float(np.delete(distances, 5).max()) < 1.0  # the other cells sit at the mean
+
+
+def test_calibration_maps_come_from_gaussians_fitted_without_the_image() -> None:
+    """An unusual good part must look unusual to calibration, as an unseen one would."""
+    rng = np.random.default_rng(6)
+    map_shape = (2, 2)
+    per_image = [rng.standard_normal((2, 4, 3)).astype(np.float32) for _ in range(10)]
+    per_image[3][0, 2] += 6.0  # one part differs at one cell (its first copy)
+    held_out = held_out_maps(per_image, [3], map_shape, shrinkage=0.1)
+    in_sample = mahalanobis_map(per_image[3][0], fit_position_gaussians(np.concatenate(per_image), map_shape, 0.1))
+    assert held_out.shape == (1, *map_shape)
+    assert float(held_out[0].reshape(-1)[2]) > 1.25 * float(in_sample[2])  # in-sample it hides itself

@@ -73,9 +73,17 @@ def position_stats(maps: FloatArray, symmetric: bool) -> PositionStats:
     return PositionStats(mean.astype(np.float32), scale)
 
 
-def normalised_scores(maps: FloatArray, stats: PositionStats, sigma: float) -> FloatArray:
-    """Image scores (max of the normalised, smoothed map), as the scoring graph computes them."""
-    return np.array([smooth((m - stats.mean) / stats.scale, sigma).max() for m in maps], np.float32)
+def normalised_scores(maps: FloatArray, stats: PositionStats, sigma: float,
+                      gaussian: tuple[FloatArray, PositionStats, float] | None = None) -> FloatArray:
+    """Image scores (max of the normalised, smoothed map), as the scoring graph computes them.
+
+    ``gaussian``: the images' Mahalanobis maps, their position statistics and the term's weight,
+    blended into the bank's normalised maps (see vision.anomaly.gaussian)."""
+    normalised = (maps - stats.mean) / stats.scale
+    if gaussian is not None:
+        gaussian_maps, gaussian_stats, weight = gaussian
+        normalised = (1.0 - weight) * normalised + weight * (gaussian_maps - gaussian_stats.mean) / gaussian_stats.scale
+    return np.array([smooth(m, sigma).max() for m in normalised], np.float32)
 
 
 def good_only_threshold(good_scores: FloatArray, false_reject: float = 0.02) -> float:

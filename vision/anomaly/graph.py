@@ -22,6 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from models.manifest import sha256_of
+from vision.anomaly.gaussian import GaussianTerm
 from vision.anomaly.params import LAYER_STRIDES, AnomalyParams
 
 BACKBONE_ONNX = Path(__file__).resolve().parents[2] / "models" / "backbones" / "lite0_features.onnx"
@@ -47,6 +48,7 @@ class SearchHead:
     bank: FloatArray  # [M, D] memory bank (projected)
     position_mean: FloatArray  # [h, w] typical distance of good parts at each map cell
     position_scale: FloatArray  # [h, w] its spread
+    gaussian: GaussianTerm | None = None  # per-position Gaussians blended into the map (few good parts)
 
 
 class _Builder:
@@ -166,8 +168,9 @@ def _search(b: _Builder, features: str, head: SearchHead, params: AnomalyParams)
     squared = b.op("Max", [b.op("Add", [nearest, query_sq]), b.const("zero", 0.0)])
     distance = b.op("Sqrt", [squared], "distance")
     grid = b.op("Reshape", [distance, b.const("grid", [1, 1, map_h, map_w], np.int64)])
-    normalised = b.op("Div", [b.op("Sub", [grid, b.const("position_mean", head.position_mean[None, None])]),
-                              b.const("position_scale", head.position_scale[None, None])], "normalised_map")
+    normalised = _normalise(b, grid, head.position_mean, head.position_scale, "normalised_map")
+    if head.gaussian is not None:
+        normalised = _blend_gaussian(b, projected, normalised, head.gaussian, params)
     kernel = gaussian_kernel(params.map_sigma)
     if kernel.shape[0] > 1:
         k = kernel.shape[0]
@@ -175,6 +178,28 @@ def _search(b: _Builder, features: str, head: SearchHead, params: AnomalyParams)
                           kernel_shape=[k, k], pads=[k // 2] * 4)
     b.op("Reshape", [normalised, b.const("map_shape", [1, map_h, map_w], np.int64)], output=MAP_NAME)
     b.op("ReduceMax", [normalised], output=SCORE_NAME, axes=[1, 2, 3], keepdims=0)
+
+
+def _normalise(b: _Builder, grid: str, mean: FloatArray, scale: FloatArray, hint: str) -> str:
+    """(grid - mean) / scale, cell by cell: a map [1,1,h,w] in units of good parts' spread there."""
+    centred = b.op("Sub", [grid, b.const("position_mean", mean[None, None])])
+    return b.op("Div", [centred, b.const("position_scale", scale[None, None])], hint)
+
+
+def _blend_gaussian(b: _Builder, projected: str, normalised: str, term: GaussianTerm, params: AnomalyParams) -> str:
+    """(1 - w) * the bank's normalised map + w * the normalised Mahalanobis map of each cell's Gaussian."""
+    map_h, map_w = params.map_shape
+    cells, dims = term.gaussians.mean.shape
+    diff = b.op("Sub", [projected, b.const("gaussian_mean", term.gaussians.mean)], "gaussian_diff")  # [hw, D]
+    as_row = b.op("Reshape", [diff, b.const("row_shape", [cells, 1, dims], np.int64)])
+    as_column = b.op("Reshape", [diff, b.const("column_shape", [cells, dims, 1], np.int64)])
+    weighted = b.op("MatMul", [as_row, b.const("gaussian_inverse", term.gaussians.inverse_covariance)])
+    squared = b.op("Max", [b.op("MatMul", [weighted, as_column]), b.const("zero", 0.0)])  # [hw, 1, 1]
+    grid = b.op("Reshape", [b.op("Sqrt", [squared]), b.const("grid", [1, 1, map_h, map_w], np.int64)],
+                "mahalanobis")
+    gaussian = _normalise(b, grid, term.position_mean, term.position_scale, "gaussian_map")
+    return b.op("Add", [b.op("Mul", [normalised, b.const("bank_weight", 1.0 - term.weight)]),
+                        b.op("Mul", [gaussian, b.const("gaussian_weight", term.weight)])], "blended_map")
 
 
 def gaussian_kernel(sigma: float) -> FloatArray:

@@ -32,6 +32,11 @@ class AnomalyParams:
     # the opposite side darker), as parts sit differently under the lights; 0 = none ...
     lighting_ramp: float = 0.35
     lighting_below: int = 200  # ... only while there are fewer good images than this
+    # Per-position Gaussians of the good features (vision/anomaly/gaussian.py), blended into the
+    # normalised map with this weight (0 = the bank alone) ...
+    position_gaussian: float = 0.3
+    position_gaussian_below: int = 200  # ... only while there are fewer good images than this
+    position_gaussian_shrinkage: float = 0.1  # share of the mean variance added to each covariance
     map_sigma: float = 1.0  # Gaussian smoothing of the anomaly map (in map cells)
     calibration_images: int = 120  # at most this many leave-one-out images for calibration
     # Each calibration image is scored without its own patches *and* those of its most similar

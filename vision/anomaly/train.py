@@ -26,6 +26,12 @@ from vision.anomaly.calibration import (
 )
 from vision.anomaly.coreset import greedy_coreset
 from vision.anomaly.features import FeatureExtractor, image_input
+from vision.anomaly.gaussian import (
+    GaussianTerm,
+    fit_position_gaussians,
+    held_out_maps,
+    mahalanobis_map,
+)
 from vision.anomaly.graph import MAP_NAME, SCORE_NAME, SearchHead, feature_graph, scoring_graph
 from vision.anomaly.images import (
     SkippedFile,
@@ -147,24 +153,31 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
                                  params.calibration_exclude_similar)
         stats = position_stats(maps, symmetric=flips) if params.position_norm else PositionStats(
             np.zeros(params.map_shape, np.float32), np.ones(params.map_shape, np.float32))
-        good_scores = normalised_scores(maps, stats, params.map_sigma)
+        gaussian = None
+        if params.position_gaussian > 0 and count < params.position_gaussian_below:
+            report_progress(0.85, "fitting per-position Gaussians")
+            gaussian, gaussian_maps = _position_gaussians(per_image, mean, projection, calibration, params, flips)
+        good_scores = normalised_scores(maps, stats, params.map_sigma, None if gaussian is None else (
+            gaussian_maps, PositionStats(gaussian.position_mean, gaussian.position_scale), gaussian.weight))
         threshold = good_only_threshold(good_scores, params.calibration_false_reject)
         metrics: dict[str, Any] = {
             "calibration_images": len(calibration),
             "calibration_good_score_median": float(np.median(good_scores)),
             "calibration_good_score_max": float(good_scores.max()),
             "good_only_threshold": threshold,
+            "position_gaussian_weight": 0.0 if gaussian is None else gaussian.weight,
         }
         if defect_images:
             threshold, defect_metrics = _tune_with_defects(
-                defect_images, extractor, spec, mean, projection, bank, stats, params, good_scores)
+                defect_images, extractor, spec, mean, projection, SearchHead(mean, projection, bank, stats.mean,
+                                                                            stats.scale, gaussian), params, good_scores)
             metrics.update(defect_metrics)
         metrics["calibration_false_reject_rate"] = float((good_scores >= threshold).mean())
         timings["calibration_s"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     report_progress(0.9, "writing the ONNX model")
-    head = SearchHead(mean, projection, bank, stats.mean, stats.scale)
+    head = SearchHead(mean, projection, bank, stats.mean, stats.scale, gaussian)
     onnx_path = build_dir / ONNX_FILE
     onnx.save(scoring_graph(params, head), str(onnx_path))
     timings["export_s"] = time.perf_counter() - mark
@@ -187,17 +200,31 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
     return TrainingReport(manifest, build_dir, skipped, counts, timings, metrics)
 
 
+def _position_gaussians(per_image: list[list[FloatArray]], mean: FloatArray, projection: FloatArray,
+                        calibration: list[int], params: AnomalyParams,
+                        flips: bool) -> tuple[GaussianTerm, FloatArray]:
+    """The Gaussian term of the scoring graph, and the calibration images' Mahalanobis maps (each
+    from Gaussians fitted without its fold)."""
+    projected = [((np.stack(variants) - mean) @ projection).astype(np.float32) for variants in per_image]
+    gaussians = fit_position_gaussians(np.concatenate(projected), params.map_shape,
+                                       params.position_gaussian_shrinkage)
+    maps = held_out_maps(projected, calibration, params.map_shape, params.position_gaussian_shrinkage, params.seed)
+    stats = position_stats(maps, symmetric=flips)
+    return GaussianTerm(gaussians, stats.mean, stats.scale, params.position_gaussian), maps
+
+
 def _tune_with_defects(defect_images: dict[str, list[npt.NDArray[np.uint8]]], extractor: FeatureExtractor,
-                       spec: ImageInput, mean: FloatArray, projection: FloatArray, bank: FloatArray,
-                       stats: PositionStats, params: AnomalyParams,
-                       good_scores: FloatArray) -> tuple[float, dict[str, Any]]:
+                       spec: ImageInput, mean: FloatArray, projection: FloatArray, head: SearchHead,
+                       params: AnomalyParams, good_scores: FloatArray) -> tuple[float, dict[str, Any]]:
     """Score the defect images and move the threshold to where it separates best."""
+    stats = PositionStats(head.position_mean, head.position_scale)
     scores: dict[str, FloatArray] = {}
     for label, images in defect_images.items():
         per_image = extractor.extract(images, spec, flips=False)
-        maps = np.asarray([nearest_distances(((v[0] - mean) @ projection).astype(np.float32), bank)
-                           .reshape(params.map_shape) for v in per_image], np.float32)
-        scores[label] = normalised_scores(maps, stats, params.map_sigma)
+        queries = [((v[0] - mean) @ projection).astype(np.float32) for v in per_image]
+        maps = np.asarray([nearest_distances(q, head.bank).reshape(params.map_shape) for q in queries], np.float32)
+        blend = _gaussian_blend(head.gaussian, queries, params)
+        scores[label] = normalised_scores(maps, stats, params.map_sigma, blend)
     every = np.concatenate(list(scores.values()))
     threshold = tuned_threshold(good_scores, every)
     metrics = {
@@ -207,3 +234,12 @@ def _tune_with_defects(defect_images: dict[str, list[npt.NDArray[np.uint8]]], ex
         "train_auroc_per_label": {label: auroc(good_scores, s) for label, s in scores.items()},
     }
     return threshold, metrics
+
+
+def _gaussian_blend(term: GaussianTerm | None, queries: list[FloatArray],
+                    params: AnomalyParams) -> tuple[FloatArray, PositionStats, float] | None:
+    """The ``gaussian`` argument of normalised_scores for projected queries, or None without the term."""
+    if term is None:
+        return None
+    maps = np.asarray([mahalanobis_map(q, term.gaussians).reshape(params.map_shape) for q in queries], np.float32)
+    return maps, PositionStats(term.position_mean, term.position_scale), term.weight
