@@ -89,7 +89,7 @@ def test_training_produces_a_model_that_flags_a_defect(trained_on_ordinary_parts
     build = trained_on_ordinary_parts
     model = load_model(build, threads=2)
     assert model.manifest.kind == "vision-anomaly" and model.manifest.version == 1
-    # few good parts: the per-position Gaussians are part of the model, and the manifest says so
+    # the per-position Gaussians are part of the model, and the manifest says so
     assert model.manifest.metrics["position_gaussian_weight"] == SMALL.position_gaussian > 0
     rng = np.random.default_rng(7)
     good = texture(rng, 200, 150)
@@ -170,10 +170,11 @@ def test_onnx_score_equals_numpy_reference(good_files: list[Path], tmp_path: Pat
     bank = ((stacked[rng.choice(len(stacked), 100, replace=False)] - mean) @ projection).astype(np.float32)
     stats = PositionStats(rng.uniform(0.5, 2, params.map_shape).astype(np.float32),
                           rng.uniform(0.5, 2, params.map_shape).astype(np.float32))
-    good_projected = np.stack([((f - mean) @ projection) for f in features[1:]]).astype(np.float32)
+    gaussian_projection = np.linalg.qr(rng.standard_normal((stacked.shape[1], 8)))[0].astype(np.float32)
+    good_projected = np.stack([((f - mean) @ gaussian_projection) for f in features[1:]]).astype(np.float32)
     gaussian_stats = PositionStats(rng.uniform(0, 2, params.map_shape).astype(np.float32),
                                    rng.uniform(0.5, 2, params.map_shape).astype(np.float32))
-    term = GaussianTerm(fit_position_gaussians(good_projected, params.map_shape, 0.1),
+    term = GaussianTerm(gaussian_projection, fit_position_gaussians(good_projected, params.map_shape, 0.1),
                         gaussian_stats.mean, gaussian_stats.scale, 0.3) if with_gaussians else None
     head = SearchHead(mean.astype(np.float32), projection, bank, stats.mean, stats.scale, term)
     path = tmp_path / "scoring.onnx"
@@ -181,10 +182,11 @@ def test_onnx_score_equals_numpy_reference(good_files: list[Path], tmp_path: Pat
     session = create_session(path, threads=1)
     test_image = with_defect(images[0] if images[0].ndim == 2 else cv2.cvtColor(images[0], cv2.COLOR_BGR2GRAY))
     score, heat_map = session.run(["score", "anomaly_map"], {"image": to_tensor(test_image, spec)})
-    queries = ((extractor(to_tensor(test_image, spec)) - mean) @ projection).astype(np.float32)
-    distances = nearest_distances(queries, bank).reshape(params.map_shape)
+    centred = (extractor(to_tensor(test_image, spec)) - mean).astype(np.float32)
+    distances = nearest_distances(centred @ projection, bank).reshape(params.map_shape)
     blend = None if term is None else (
-        mahalanobis_map(queries, term.gaussians).reshape(1, *params.map_shape), gaussian_stats, term.weight)
+        mahalanobis_map(centred @ term.projection, term.gaussians).reshape(1, *params.map_shape), gaussian_stats,
+        term.weight)
     expected = normalised_scores(distances[None], stats, params.map_sigma, blend)[0]
     if term is not None:  # the Gaussian term moves the score: the comparison above is not the bank's alone
         assert abs(float(expected) - float(normalised_scores(distances[None], stats, params.map_sigma)[0])) > 1e-2

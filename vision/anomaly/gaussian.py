@@ -2,9 +2,9 @@
 
 The memory bank asks "has any good part anywhere looked like this patch?"; the Gaussian at a map
 cell asks "is this patch typical of good parts *at this place*?". Each cell gets the mean and the
-shrunk inverse covariance of the projected features of good parts in its 3x3 neighbourhood (all
-augmented copies), and an image is scored by its Mahalanobis distance at every cell. Calibration
-maps come from Gaussians fitted without the image's own fold, as an unseen part would see them.
+shrunk inverse covariance of the features of good parts in its 3x3 neighbourhood (all augmented
+copies), and an image is scored by its Mahalanobis distance at every cell. Calibration maps come
+from Gaussians fitted without the image's own fold, as an unseen part would see them.
 """
 
 from __future__ import annotations
@@ -24,34 +24,76 @@ class PositionGaussians:
     inverse_covariance: FloatArray  # [h*w, D, D]
 
 
-def fit_position_gaussians(features: FloatArray, map_shape: tuple[int, int], shrinkage: float) -> PositionGaussians:
-    """Gaussians from projected features [N, h*w, D] of good parts (N images and copies).
+@dataclass
+class GaussianTerm:
+    """What the scoring graph needs of the Gaussians: the projection of the (centred) patch features
+    they model, them, the typical distance and spread of good parts at each cell (as for the bank's
+    distances), and the weight of the term in the map."""
 
-    ``shrinkage`` blends each covariance with a multiple of the identity (its mean variance times
-    ``shrinkage``), which keeps it invertible and steady with few parts."""
-    count, cells, dims = features.shape
+    projection: FloatArray  # [C, D]
+    gaussians: PositionGaussians
+    position_mean: FloatArray  # [h, w]
+    position_scale: FloatArray  # [h, w]
+    weight: float
+
+
+@dataclass
+class _Moments:
+    """Per cell: how many samples, their sum [h*w, D] and the sum of their outer products [h*w, D, D],
+    all taken about one centre [D] (near the data, so that float32 sums lose little to cancellation)."""
+
+    count: int
+    centre: FloatArray
+    sums: npt.NDArray[np.float64]
+    outer: npt.NDArray[np.float64]
+
+    @staticmethod
+    def of(features: FloatArray, centre: FloatArray) -> _Moments:
+        """Moments of features [N, h*w, D] (N images and copies) about ``centre`` [D], cell by cell."""
+        by_cell = np.ascontiguousarray((features - centre).transpose(1, 0, 2), dtype=np.float32)  # [hw, N, D]
+        outer = np.matmul(by_cell.transpose(0, 2, 1), by_cell)  # one BLAS call per cell
+        return _Moments(features.shape[0], centre, by_cell.sum(axis=1, dtype=np.float64), outer.astype(np.float64))
+
+    def __sub__(self, other: _Moments) -> _Moments:
+        return _Moments(self.count - other.count, self.centre, self.sums - other.sums, self.outer - other.outer)
+
+
+def _neighbourhood_sum(values: npt.NDArray[np.float64], map_shape: tuple[int, int]) -> npt.NDArray[np.float64]:
+    """Sum over each cell's 3x3 neighbourhood (inside the map) of per-cell values [h*w, ...]."""
     map_h, map_w = map_shape
-    grid = features.reshape(count, map_h, map_w, dims).astype(np.float64)
-    means = np.empty((cells, dims), np.float32)
-    inverses = np.empty((cells, dims, dims), np.float32)
+    grid = values.reshape(map_h, map_w, *values.shape[1:])
+    padded = np.zeros((map_h + 2, map_w + 2, *values.shape[1:]))
+    padded[1:-1, 1:-1] = grid
+    total = sum(padded[r:r + map_h, c:c + map_w] for r in range(3) for c in range(3))
+    return np.asarray(total).reshape(values.shape)
+
+
+def _gaussians_from(moments: _Moments, map_shape: tuple[int, int], shrinkage: float) -> PositionGaussians:
+    cells, dims = moments.sums.shape
+    counts = _neighbourhood_sum(np.full(cells, float(moments.count)), map_shape)[:, None]
+    sums = _neighbourhood_sum(moments.sums, map_shape)
+    outer = _neighbourhood_sum(moments.outer, map_shape)
+    means = sums / counts  # about the centre
+    covariance = (outer - counts[:, :, None] * means[:, :, None] * means[:, None, :]) / np.maximum(counts - 1, 1)[
+        :, :, None]
     identity = np.eye(dims)
-    for row in range(map_h):
-        for col in range(map_w):
-            samples = grid[:, max(0, row - 1):row + 2, max(0, col - 1):col + 2].reshape(-1, dims)
-            centre = samples.mean(axis=0)
-            centred = samples - centre
-            covariance = centred.T @ centred / max(1, len(samples) - 1)
-            covariance += shrinkage * np.trace(covariance) / dims * identity + 1e-6 * identity
-            cell = row * map_w + col
-            means[cell] = centre
-            inverses[cell] = np.linalg.inv(covariance)
-    return PositionGaussians(means, inverses)
+    regulariser = shrinkage * np.trace(covariance, axis1=1, axis2=2) / dims + 1e-6
+    covariance += regulariser[:, None, None] * identity
+    return PositionGaussians((means + moments.centre).astype(np.float32), np.linalg.inv(covariance).astype(np.float32))
+
+
+def fit_position_gaussians(features: FloatArray, map_shape: tuple[int, int], shrinkage: float) -> PositionGaussians:
+    """Gaussians from features [N, h*w, D] of good parts (N images and copies).
+
+    ``shrinkage`` adds a multiple of the identity to each covariance (its mean variance times
+    ``shrinkage``), which keeps it invertible and steady with few parts."""
+    return _gaussians_from(_Moments.of(features, features[0].mean(axis=0)), map_shape, shrinkage)
 
 
 def mahalanobis_map(queries: FloatArray, gaussians: PositionGaussians) -> FloatArray:
     """Mahalanobis distance of each cell's query [h*w, D] to that cell's Gaussian -> [h*w]."""
-    diff = (queries - gaussians.mean).astype(np.float32)
-    squared = np.einsum("ci,cij,cj->c", diff, gaussians.inverse_covariance, diff)
+    diff = (queries - gaussians.mean).astype(np.float32)[:, None, :]  # [hw, 1, D]
+    squared = np.matmul(np.matmul(diff, gaussians.inverse_covariance), diff.transpose(0, 2, 1)).reshape(-1)
     return np.sqrt(np.maximum(squared, 0.0)).astype(np.float32)
 
 
@@ -60,22 +102,13 @@ def held_out_maps(per_image: list[FloatArray], indices: list[int], map_shape: tu
     """Mahalanobis maps [len(indices), h, w] of the first copy of the given images, each scored by
     Gaussians fitted without its fold. ``per_image``: per image, its copies' features [V, h*w, D]."""
     folds = np.random.default_rng(seed).permutation(len(per_image)) % min(CALIBRATION_FOLDS, len(per_image))
+    centre = per_image[0][0].mean(axis=0)
+    every = _Moments.of(np.concatenate(per_image), centre)
     maps = np.empty((len(indices), *map_shape), np.float32)
     for fold in np.unique(folds[indices]):
-        rest = np.concatenate([f for i, f in enumerate(per_image) if folds[i] != fold])
-        gaussians = fit_position_gaussians(rest, map_shape, shrinkage)
+        left_out = _Moments.of(np.concatenate([f for i, f in enumerate(per_image) if folds[i] == fold]), centre)
+        gaussians = _gaussians_from(every - left_out, map_shape, shrinkage)
         for row, index in enumerate(indices):
             if folds[index] == fold:
                 maps[row] = mahalanobis_map(per_image[index][0], gaussians).reshape(map_shape)
     return maps
-
-
-@dataclass
-class GaussianTerm:
-    """What the scoring graph needs of the Gaussians: them, the typical distance and spread of good
-    parts at each cell (as for the bank's distances), and the weight of the term in the map."""
-
-    gaussians: PositionGaussians
-    position_mean: FloatArray  # [h, w]
-    position_scale: FloatArray  # [h, w]
-    weight: float

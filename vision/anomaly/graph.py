@@ -170,7 +170,7 @@ def _search(b: _Builder, features: str, head: SearchHead, params: AnomalyParams)
     grid = b.op("Reshape", [distance, b.const("grid", [1, 1, map_h, map_w], np.int64)])
     normalised = _normalise(b, grid, head.position_mean, head.position_scale, "normalised_map")
     if head.gaussian is not None:
-        normalised = _blend_gaussian(b, projected, normalised, head.gaussian, params)
+        normalised = _blend_gaussian(b, centred, normalised, head.gaussian, params)
     kernel = gaussian_kernel(params.map_sigma)
     if kernel.shape[0] > 1:
         k = kernel.shape[0]
@@ -186,10 +186,11 @@ def _normalise(b: _Builder, grid: str, mean: FloatArray, scale: FloatArray, hint
     return b.op("Div", [centred, b.const("position_scale", scale[None, None])], hint)
 
 
-def _blend_gaussian(b: _Builder, projected: str, normalised: str, term: GaussianTerm, params: AnomalyParams) -> str:
+def _blend_gaussian(b: _Builder, centred: str, normalised: str, term: GaussianTerm, params: AnomalyParams) -> str:
     """(1 - w) * the bank's normalised map + w * the normalised Mahalanobis map of each cell's Gaussian."""
     map_h, map_w = params.map_shape
     cells, dims = term.gaussians.mean.shape
+    projected = b.op("MatMul", [centred, b.const("gaussian_projection", term.projection)], "gaussian_features")
     diff = b.op("Sub", [projected, b.const("gaussian_mean", term.gaussians.mean)], "gaussian_diff")  # [hw, D]
     as_row = b.op("Reshape", [diff, b.const("row_shape", [cells, 1, dims], np.int64)])
     as_column = b.op("Reshape", [diff, b.const("column_shape", [cells, dims, 1], np.int64)])

@@ -33,10 +33,10 @@ class AnomalyParams:
     lighting_ramp: float = 0.35
     lighting_below: int = 200  # ... only while there are fewer good images than this
     # Per-position Gaussians of the good features (vision/anomaly/gaussian.py), blended into the
-    # normalised map with this weight (0 = the bank alone) ...
-    position_gaussian: float = 0.3
-    position_gaussian_below: int = 200  # ... only while there are fewer good images than this
+    # normalised map with this weight (0 = the bank alone)
+    position_gaussian: float = 0.4
     position_gaussian_shrinkage: float = 0.1  # share of the mean variance added to each covariance
+    position_gaussian_dims: int = 128  # PCA dimensions of the features the Gaussians model (own projection)
     map_sigma: float = 1.0  # Gaussian smoothing of the anomaly map (in map cells)
     calibration_images: int = 120  # at most this many leave-one-out images for calibration
     # Each calibration image is scored without its own patches *and* those of its most similar

@@ -154,9 +154,11 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
         stats = position_stats(maps, symmetric=flips) if params.position_norm else PositionStats(
             np.zeros(params.map_shape, np.float32), np.ones(params.map_shape, np.float32))
         gaussian = None
-        if params.position_gaussian > 0 and count < params.position_gaussian_below:
+        if params.position_gaussian > 0:
             report_progress(0.85, "fitting per-position Gaussians")
-            gaussian, gaussian_maps = _position_gaussians(per_image, mean, projection, calibration, params, flips)
+            gaussian_projection = _fit_projection(sample, params.position_gaussian_dims)[1]
+            gaussian, gaussian_maps = _position_gaussians(per_image, mean, gaussian_projection, calibration, params,
+                                                          flips)
         good_scores = normalised_scores(maps, stats, params.map_sigma, None if gaussian is None else (
             gaussian_maps, PositionStats(gaussian.position_mean, gaussian.position_scale), gaussian.weight))
         threshold = good_only_threshold(good_scores, params.calibration_false_reject)
@@ -203,14 +205,15 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
 def _position_gaussians(per_image: list[list[FloatArray]], mean: FloatArray, projection: FloatArray,
                         calibration: list[int], params: AnomalyParams,
                         flips: bool) -> tuple[GaussianTerm, FloatArray]:
-    """The Gaussian term of the scoring graph, and the calibration images' Mahalanobis maps (each
-    from Gaussians fitted without its fold)."""
+    """The Gaussian term of the scoring graph (on features centred by ``mean`` and projected by
+    ``projection``), and the calibration images' Mahalanobis maps (each from Gaussians fitted
+    without its fold)."""
     projected = [((np.stack(variants) - mean) @ projection).astype(np.float32) for variants in per_image]
     gaussians = fit_position_gaussians(np.concatenate(projected), params.map_shape,
                                        params.position_gaussian_shrinkage)
     maps = held_out_maps(projected, calibration, params.map_shape, params.position_gaussian_shrinkage, params.seed)
     stats = position_stats(maps, symmetric=flips)
-    return GaussianTerm(gaussians, stats.mean, stats.scale, params.position_gaussian), maps
+    return GaussianTerm(projection, gaussians, stats.mean, stats.scale, params.position_gaussian), maps
 
 
 def _tune_with_defects(defect_images: dict[str, list[npt.NDArray[np.uint8]]], extractor: FeatureExtractor,
@@ -221,9 +224,10 @@ def _tune_with_defects(defect_images: dict[str, list[npt.NDArray[np.uint8]]], ex
     scores: dict[str, FloatArray] = {}
     for label, images in defect_images.items():
         per_image = extractor.extract(images, spec, flips=False)
-        queries = [((v[0] - mean) @ projection).astype(np.float32) for v in per_image]
-        maps = np.asarray([nearest_distances(q, head.bank).reshape(params.map_shape) for q in queries], np.float32)
-        blend = _gaussian_blend(head.gaussian, queries, params)
+        centred = [(v[0] - mean).astype(np.float32) for v in per_image]
+        maps = np.asarray([nearest_distances(c @ projection, head.bank).reshape(params.map_shape) for c in centred],
+                          np.float32)
+        blend = _gaussian_blend(head.gaussian, centred, params)
         scores[label] = normalised_scores(maps, stats, params.map_sigma, blend)
     every = np.concatenate(list(scores.values()))
     threshold = tuned_threshold(good_scores, every)
@@ -236,10 +240,11 @@ def _tune_with_defects(defect_images: dict[str, list[npt.NDArray[np.uint8]]], ex
     return threshold, metrics
 
 
-def _gaussian_blend(term: GaussianTerm | None, queries: list[FloatArray],
+def _gaussian_blend(term: GaussianTerm | None, centred: list[FloatArray],
                     params: AnomalyParams) -> tuple[FloatArray, PositionStats, float] | None:
-    """The ``gaussian`` argument of normalised_scores for projected queries, or None without the term."""
+    """The ``gaussian`` argument of normalised_scores for centred patch features, or None without the term."""
     if term is None:
         return None
-    maps = np.asarray([mahalanobis_map(q, term.gaussians).reshape(params.map_shape) for q in queries], np.float32)
+    maps = np.asarray([mahalanobis_map(c @ term.projection, term.gaussians).reshape(params.map_shape)
+                       for c in centred], np.float32)
     return maps, PositionStats(term.position_mean, term.position_scale), term.weight
