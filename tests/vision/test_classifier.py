@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -11,11 +12,12 @@ import pytest
 from models.decision import judge_outputs
 from models.manifest import ImageInput
 from models.runtime import load_model
-from vision.anomaly import AnomalyParams, TrainingDataError
+from vision.anomaly import TrainingDataError
 from vision.classifier import train_classifier_model
+from vision.classifier.train import CLASSIFIER_ANOMALY_PARAMS
 from vision.preprocess import to_tensor
 
-SMALL = AnomalyParams(height=128, width=256)
+SMALL = replace(CLASSIFIER_ANOMALY_PARAMS, height=128, width=256)
 
 
 def texture(rng: np.random.Generator) -> np.ndarray:
