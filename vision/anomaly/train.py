@@ -153,14 +153,13 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
                                  params.calibration_exclude_similar)
         stats = position_stats(maps, symmetric=flips) if params.position_norm else PositionStats(
             np.zeros(params.map_shape, np.float32), np.ones(params.map_shape, np.float32))
-        gaussian = None
+        gaussian, blend = None, None
         if params.position_gaussian > 0:
             report_progress(0.85, "fitting per-position Gaussians")
-            gaussian_projection = _fit_projection(sample, params.position_gaussian_dims)[1]
-            gaussian, gaussian_maps = _position_gaussians(per_image, mean, gaussian_projection, calibration, params,
-                                                          flips)
-        good_scores = normalised_scores(maps, stats, params.map_sigma, None if gaussian is None else (
-            gaussian_maps, PositionStats(gaussian.position_mean, gaussian.position_scale), gaussian.weight))
+            gaussian, gaussian_maps = _position_gaussians(per_image, mean, sample, calibration, params, flips)
+            blend = (gaussian_maps, PositionStats(gaussian.position_mean, gaussian.position_scale), gaussian.weight)
+        head = SearchHead(mean, projection, bank, stats.mean, stats.scale, gaussian)
+        good_scores = normalised_scores(maps, stats, params.map_sigma, blend)
         threshold = good_only_threshold(good_scores, params.calibration_false_reject)
         metrics: dict[str, Any] = {
             "calibration_images": len(calibration),
@@ -170,16 +169,13 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
             "position_gaussian_weight": 0.0 if gaussian is None else gaussian.weight,
         }
         if defect_images:
-            threshold, defect_metrics = _tune_with_defects(
-                defect_images, extractor, spec, mean, projection, SearchHead(mean, projection, bank, stats.mean,
-                                                                            stats.scale, gaussian), params, good_scores)
+            threshold, defect_metrics = _tune_with_defects(defect_images, extractor, spec, head, params, good_scores)
             metrics.update(defect_metrics)
         metrics["calibration_false_reject_rate"] = float((good_scores >= threshold).mean())
         timings["calibration_s"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     report_progress(0.9, "writing the ONNX model")
-    head = SearchHead(mean, projection, bank, stats.mean, stats.scale, gaussian)
     onnx_path = build_dir / ONNX_FILE
     onnx.save(scoring_graph(params, head), str(onnx_path))
     timings["export_s"] = time.perf_counter() - mark
@@ -202,12 +198,13 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
     return TrainingReport(manifest, build_dir, skipped, counts, timings, metrics)
 
 
-def _position_gaussians(per_image: list[list[FloatArray]], mean: FloatArray, projection: FloatArray,
+def _position_gaussians(per_image: list[list[FloatArray]], mean: FloatArray, sample: FloatArray,
                         calibration: list[int], params: AnomalyParams,
                         flips: bool) -> tuple[GaussianTerm, FloatArray]:
-    """The Gaussian term of the scoring graph (on features centred by ``mean`` and projected by
-    ``projection``), and the calibration images' Mahalanobis maps (each from Gaussians fitted
-    without its fold)."""
+    """The Gaussian term of the scoring graph (on features centred by ``mean`` and projected onto
+    the principal axes of ``sample``), and the calibration images' Mahalanobis maps (each from
+    Gaussians fitted without its fold)."""
+    projection = _fit_projection(sample, params.position_gaussian_dims)[1]
     projected = [((np.stack(variants) - mean) @ projection).astype(np.float32) for variants in per_image]
     gaussians = fit_position_gaussians(np.concatenate(projected), params.map_shape,
                                        params.position_gaussian_shrinkage)
@@ -217,16 +214,16 @@ def _position_gaussians(per_image: list[list[FloatArray]], mean: FloatArray, pro
 
 
 def _tune_with_defects(defect_images: dict[str, list[npt.NDArray[np.uint8]]], extractor: FeatureExtractor,
-                       spec: ImageInput, mean: FloatArray, projection: FloatArray, head: SearchHead,
-                       params: AnomalyParams, good_scores: FloatArray) -> tuple[float, dict[str, Any]]:
+                       spec: ImageInput, head: SearchHead, params: AnomalyParams,
+                       good_scores: FloatArray) -> tuple[float, dict[str, Any]]:
     """Score the defect images and move the threshold to where it separates best."""
     stats = PositionStats(head.position_mean, head.position_scale)
     scores: dict[str, FloatArray] = {}
     for label, images in defect_images.items():
         per_image = extractor.extract(images, spec, flips=False)
-        centred = [(v[0] - mean).astype(np.float32) for v in per_image]
-        maps = np.asarray([nearest_distances(c @ projection, head.bank).reshape(params.map_shape) for c in centred],
-                          np.float32)
+        centred = [(v[0] - head.mean).astype(np.float32) for v in per_image]
+        maps = np.asarray([nearest_distances(c @ head.projection, head.bank).reshape(params.map_shape)
+                           for c in centred], np.float32)
         blend = _gaussian_blend(head.gaussian, centred, params)
         scores[label] = normalised_scores(maps, stats, params.map_sigma, blend)
     every = np.concatenate(list(scores.values()))
