@@ -69,13 +69,13 @@ def _neighbourhood_sum(values: npt.NDArray[np.float64], map_shape: tuple[int, in
 
 
 def _gaussians_from(moments: _Moments, map_shape: tuple[int, int], shrinkage: float) -> PositionGaussians:
+    """Each cell's Gaussian over the samples of its 3x3 neighbourhood, from per-cell moments."""
     cells, dims = moments.sums.shape
-    counts = _neighbourhood_sum(np.full(cells, float(moments.count)), map_shape)[:, None]
+    counts = _neighbourhood_sum(np.full(cells, float(moments.count)), map_shape)[:, None, None]  # [hw, 1, 1]
     sums = _neighbourhood_sum(moments.sums, map_shape)
     outer = _neighbourhood_sum(moments.outer, map_shape)
-    means = sums / counts  # about the centre
-    covariance = (outer - counts[:, :, None] * means[:, :, None] * means[:, None, :]) / np.maximum(counts - 1, 1)[
-        :, :, None]
+    means = sums / counts[:, :, 0]  # about the centre
+    covariance = (outer - counts * means[:, :, None] * means[:, None, :]) / np.maximum(counts - 1, 1)
     identity = np.eye(dims)
     regulariser = shrinkage * np.trace(covariance, axis1=1, axis2=2) / dims + 1e-6
     covariance += regulariser[:, None, None] * identity
