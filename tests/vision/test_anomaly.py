@@ -15,12 +15,7 @@ from models.runtime import create_session, load_model
 from vision.anomaly import AnomalyParams, TrainingDataError, train_anomaly_model
 from vision.anomaly.calibration import PositionStats, most_similar, nearest_distances, normalised_scores
 from vision.anomaly.features import FeatureExtractor, augmented_variants, image_input, lighting_variants
-from vision.anomaly.gaussian import (
-    GaussianTerm,
-    fit_position_gaussians,
-    held_out_maps,
-    mahalanobis_map,
-)
+from vision.anomaly.gaussian import GaussianTerm, fit_position_gaussians, fit_with_held_out_maps, mahalanobis_map
 from vision.anomaly.graph import SearchHead, feature_graph, scoring_graph
 from vision.anomaly.images import image_files
 from vision.anomaly.train import _calibration_maps
@@ -185,8 +180,7 @@ def test_onnx_score_equals_numpy_reference(good_files: list[Path], tmp_path: Pat
     centred = (extractor(to_tensor(test_image, spec)) - mean).astype(np.float32)
     distances = nearest_distances(centred @ projection, bank).reshape(params.map_shape)
     blend = None if term is None else (
-        mahalanobis_map(centred @ term.projection, term.gaussians).reshape(1, *params.map_shape), gaussian_stats,
-        term.weight)
+        term, mahalanobis_map(centred @ term.projection, term.gaussians).reshape(1, *params.map_shape))
     expected = normalised_scores(distances[None], stats, params.map_sigma, blend)[0]
     if term is not None:  # the Gaussian term moves the score: the comparison above is not the bank's alone
         assert abs(float(expected) - float(normalised_scores(distances[None], stats, params.map_sigma)[0])) > 1e-2
@@ -286,7 +280,9 @@ def test_calibration_maps_come_from_gaussians_fitted_without_the_image() -> None
     map_shape = (2, 2)
     per_image = [rng.standard_normal((2, 4, 3)).astype(np.float32) for _ in range(10)]
     per_image[3][0, 2] += 6.0  # one part differs at one cell (its first copy)
-    held_out = held_out_maps(per_image, [3], map_shape, shrinkage=0.1)
-    in_sample = mahalanobis_map(per_image[3][0], fit_position_gaussians(np.concatenate(per_image), map_shape, 0.1))
+    every_image, held_out = fit_with_held_out_maps(per_image, [3], map_shape, shrinkage=0.1)
+    in_sample = mahalanobis_map(per_image[3][0], every_image)
+    reference = fit_position_gaussians(np.concatenate(per_image), map_shape, 0.1)  # the same fit, directly
+    assert np.allclose(every_image.inverse_covariance, reference.inverse_covariance, rtol=1e-4, atol=1e-5)
     assert held_out.shape == (1, *map_shape)
     assert float(held_out[0].reshape(-1)[2]) > 1.25 * float(in_sample[2])  # in-sample it hides itself

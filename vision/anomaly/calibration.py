@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from vision.anomaly.gaussian import GaussianTerm
 from vision.anomaly.graph import gaussian_kernel
 
 FloatArray = npt.NDArray[np.float32]
@@ -74,15 +75,16 @@ def position_stats(maps: FloatArray, symmetric: bool) -> PositionStats:
 
 
 def normalised_scores(maps: FloatArray, stats: PositionStats, sigma: float,
-                      gaussian: tuple[FloatArray, PositionStats, float] | None = None) -> FloatArray:
+                      gaussian: tuple[GaussianTerm, FloatArray] | None = None) -> FloatArray:
     """Image scores (max of the normalised, smoothed map), as the scoring graph computes them.
 
-    ``gaussian``: the images' Mahalanobis maps, their position statistics and the term's weight,
-    blended into the bank's normalised maps (see vision.anomaly.gaussian)."""
+    ``gaussian``: the model's Gaussian term and the images' Mahalanobis maps [n, h, w], blended into
+    the bank's normalised maps (see vision.anomaly.gaussian)."""
     normalised = (maps - stats.mean) / stats.scale
     if gaussian is not None:
-        gaussian_maps, gaussian_stats, weight = gaussian
-        normalised = (1.0 - weight) * normalised + weight * (gaussian_maps - gaussian_stats.mean) / gaussian_stats.scale
+        term, gaussian_maps = gaussian
+        normalised = ((1.0 - term.weight) * normalised
+                      + term.weight * (gaussian_maps - term.position_mean) / term.position_scale)
     return np.array([smooth(m, sigma).max() for m in normalised], np.float32)
 
 

@@ -97,10 +97,11 @@ def mahalanobis_map(queries: FloatArray, gaussians: PositionGaussians) -> FloatA
     return np.sqrt(np.maximum(squared, 0.0)).astype(np.float32)
 
 
-def held_out_maps(per_image: list[FloatArray], indices: list[int], map_shape: tuple[int, int], shrinkage: float,
-                  seed: int = 0) -> FloatArray:
-    """Mahalanobis maps [len(indices), h, w] of the first copy of the given images, each scored by
-    Gaussians fitted without its fold. ``per_image``: per image, its copies' features [V, h*w, D]."""
+def fit_with_held_out_maps(per_image: list[FloatArray], indices: list[int], map_shape: tuple[int, int],
+                           shrinkage: float, seed: int = 0) -> tuple[PositionGaussians, FloatArray]:
+    """The Gaussians of all images, and the Mahalanobis maps [len(indices), h, w] of the first copy of
+    the given images, each scored by Gaussians fitted without its fold (one pass over the data: a fold
+    is taken out of the moments by subtraction). ``per_image``: per image, its copies' features [V, h*w, D]."""
     folds = np.random.default_rng(seed).permutation(len(per_image)) % min(CALIBRATION_FOLDS, len(per_image))
     centre = per_image[0][0].mean(axis=0)
     every = _Moments.of(np.concatenate(per_image), centre)
@@ -111,4 +112,4 @@ def held_out_maps(per_image: list[FloatArray], indices: list[int], map_shape: tu
         for row, index in enumerate(indices):
             if folds[index] == fold:
                 maps[row] = mahalanobis_map(per_image[index][0], gaussians).reshape(map_shape)
-    return maps
+    return _gaussians_from(every, map_shape, shrinkage), maps

@@ -48,7 +48,7 @@ class SearchHead:
     bank: FloatArray  # [M, D] memory bank (projected)
     position_mean: FloatArray  # [h, w] typical distance of good parts at each map cell
     position_scale: FloatArray  # [h, w] its spread
-    gaussian: GaussianTerm | None = None  # per-position Gaussians blended into the map (few good parts)
+    gaussian: GaussianTerm | None = None  # per-position Gaussians blended into the map (None: the bank alone)
 
 
 class _Builder:

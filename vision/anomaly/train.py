@@ -26,12 +26,7 @@ from vision.anomaly.calibration import (
 )
 from vision.anomaly.coreset import greedy_coreset
 from vision.anomaly.features import FeatureExtractor, image_input
-from vision.anomaly.gaussian import (
-    GaussianTerm,
-    fit_position_gaussians,
-    held_out_maps,
-    mahalanobis_map,
-)
+from vision.anomaly.gaussian import GaussianTerm, fit_with_held_out_maps, mahalanobis_map
 from vision.anomaly.graph import MAP_NAME, SCORE_NAME, SearchHead, feature_graph, scoring_graph
 from vision.anomaly.images import (
     SkippedFile,
@@ -157,7 +152,7 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
         if params.position_gaussian > 0:
             report_progress(0.85, "fitting per-position Gaussians")
             gaussian, gaussian_maps = _position_gaussians(per_image, mean, sample, calibration, params, flips)
-            blend = (gaussian_maps, PositionStats(gaussian.position_mean, gaussian.position_scale), gaussian.weight)
+            blend = (gaussian, gaussian_maps)
         head = SearchHead(mean, projection, bank, stats.mean, stats.scale, gaussian)
         good_scores = normalised_scores(maps, stats, params.map_sigma, blend)
         threshold = good_only_threshold(good_scores, params.calibration_false_reject)
@@ -206,9 +201,8 @@ def _position_gaussians(per_image: list[list[FloatArray]], mean: FloatArray, sam
     Gaussians fitted without its fold)."""
     projection = _fit_projection(sample, params.position_gaussian_dims)[1]
     projected = [((np.stack(variants) - mean) @ projection).astype(np.float32) for variants in per_image]
-    gaussians = fit_position_gaussians(np.concatenate(projected), params.map_shape,
-                                       params.position_gaussian_shrinkage)
-    maps = held_out_maps(projected, calibration, params.map_shape, params.position_gaussian_shrinkage, params.seed)
+    gaussians, maps = fit_with_held_out_maps(projected, calibration, params.map_shape,
+                                             params.position_gaussian_shrinkage, params.seed)
     stats = position_stats(maps, symmetric=flips)
     return GaussianTerm(projection, gaussians, stats.mean, stats.scale, params.position_gaussian), maps
 
@@ -238,10 +232,10 @@ def _tune_with_defects(defect_images: dict[str, list[npt.NDArray[np.uint8]]], ex
 
 
 def _gaussian_blend(term: GaussianTerm | None, centred: list[FloatArray],
-                    params: AnomalyParams) -> tuple[FloatArray, PositionStats, float] | None:
+                    params: AnomalyParams) -> tuple[GaussianTerm, FloatArray] | None:
     """The ``gaussian`` argument of normalised_scores for centred patch features, or None without the term."""
     if term is None:
         return None
     maps = np.asarray([mahalanobis_map(c @ term.projection, term.gaussians).reshape(params.map_shape)
                        for c in centred], np.float32)
-    return maps, PositionStats(term.position_mean, term.position_scale), term.weight
+    return term, maps
