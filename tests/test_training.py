@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from modelkit import dark_part
 from support import write_station_config
@@ -35,6 +36,9 @@ def test_train_vision_registers_promotes_and_predicts(tmp_path: Path) -> None:
     config = write_station_config(tmp_path)
     good = part_folder(tmp_path / "good", 24)
     (good / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    # a Mono12 camera's 16-bit file and an export with alpha are parts like the others
+    cv2.imwrite(str(good / "mono12.png"), dark_part(size=(96, 160), seed=30).astype(np.uint16) * 16)
+    cv2.imwrite(str(good / "alpha.png"), cv2.cvtColor(dark_part(size=(96, 160), seed=31), cv2.COLOR_GRAY2BGRA))
     spots = part_folder(tmp_path / "spot", 4, spot=True)
     (spots / "p000_mask.png").write_bytes((spots / "p000.png").read_bytes())  # masks are not training images
     trained = run_cli("train", "vision", "--good", str(good), "--defect", str(spots), "--name", "parts",
@@ -43,6 +47,9 @@ def test_train_vision_registers_promotes_and_predicts(tmp_path: Path) -> None:
     assert "parts v1 registered and promoted" in trained.stdout
     assert "edge-inspect models calibrate parts --good DIR" in trained.stderr
     assert "broken.jpg" in trained.stderr, "unreadable files are skipped and reported"
+    assert "mono12.png" not in trained.stderr and "alpha.png" not in trained.stderr
+    data = ModelRegistry(tmp_path / "data" / "models", bundled_root=None).manifest("parts").training.data
+    assert data["skipped_files"] == 1, data  # broken.jpg only
     listing = run_cli("models", "list", "--config", str(config)).stdout
     assert "* parts" in listing and "vision-classifier" in listing, "labelled defects make a classifier"
 

@@ -13,14 +13,13 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 ACCEPTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "TIFF": "image/tiff"}
-# Pillow modes that are 8-bit grey or colour; everything else is refused with its reason.
-_GREY_MODES = {"L", "1"}
-_COLOUR_MODES = {"RGB", "P", "YCbCr"}
-_REFUSED_MODES = {
-    "I;16": "16-bit greyscale", "I;16B": "16-bit greyscale", "I;16L": "16-bit greyscale", "I;16N": "16-bit greyscale",
-    "I": "32-bit integer", "F": "32-bit float", "RGBA": "4-channel (RGBA)", "LA": "2-channel (grey+alpha)",
-    "CMYK": "4-channel (CMYK)", "RGBX": "4-channel (RGBX)", "PA": "palette with alpha",
-}
+# Pillow modes that become 8-bit grey or colour as they are (alpha is dropped: parts are opaque);
+# 16-bit and 32-bit integer grey is scaled down (see _grey_to_8bit); float pixels are refused.
+_GREY_MODES = {"L", "1", "LA"}
+_COLOUR_MODES = {"RGB", "P", "PA", "YCbCr", "RGBA", "RGBX", "CMYK"}
+_WIDE_GREY_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+# Mono12 cameras write 16-bit files with their values in the low 12 bits (0..4095)
+_CAMERA_BITS = 12
 
 
 class ImageError(ValueError):
@@ -80,15 +79,32 @@ def decode_image(data: bytes, max_pixels: int = 64_000_000) -> DecodedImage:
 
 def _to_array(image: Image.Image) -> npt.NDArray[np.uint8]:
     mode = image.mode
-    if mode in _REFUSED_MODES:
-        raise ImageError("unsupported_pixel_format",
-                         f"{_REFUSED_MODES[mode]} images are not accepted: send 8-bit greyscale or 8-bit colour")
     if mode in _GREY_MODES:
         return np.asarray(image.convert("L"), dtype=np.uint8)
     if mode in _COLOUR_MODES:
         rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
         return np.ascontiguousarray(rgb[:, :, ::-1])
-    raise ImageError("unsupported_pixel_format", f"pixel format '{mode}' is not accepted: send 8-bit grey or colour")
+    if mode in _WIDE_GREY_MODES:
+        return _grey_to_8bit(np.asarray(image))
+    raise ImageError("unsupported_pixel_format",
+                     f"pixel format '{mode}' is not accepted: send 8- or 16-bit grey, or 8-bit colour")
+
+
+def _grey_to_8bit(values: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
+    """Wide grey pixels -> 8 bits, full scale to 255.
+
+    A 12-bit camera (Mono12) writes 16-bit files with its values in the low bits, 0..4095: divided
+    as 16-bit, the part would come out black in 16 grey levels. So an image whose brightest pixel
+    fits in 12 bits is taken as 12-bit, anything brighter as 16-bit. The rule gives a camera's
+    images the same scale however dark the part; only a 16-bit image darker than 1/16 of full scale
+    would be brightened 16 times.
+    """
+    if values.size and (int(values.min()) < 0 or int(values.max()) > 0xFFFF):
+        raise ImageError("unsupported_pixel_format",
+                         "32-bit integer pixels outside 0..65535 are not accepted: send 8- or 16-bit grey")
+    brightest = int(values.max()) if values.size else 0
+    full_scale = (1 << _CAMERA_BITS) - 1 if brightest < 1 << _CAMERA_BITS else 0xFFFF
+    return np.rint(values * (255.0 / full_scale)).astype(np.uint8)
 
 
 def read_image_file(path: Path, max_pixels: int = 64_000_000) -> DecodedImage:
