@@ -193,14 +193,31 @@ def _blend_gaussian(b: _Builder, centred: str, normalised: str, term: GaussianTe
     projected = b.op("MatMul", [centred, b.const("gaussian_projection", term.projection)], "gaussian_features")
     diff = b.op("Sub", [projected, b.const("gaussian_mean", term.gaussians.mean)], "gaussian_diff")  # [hw, D]
     as_row = b.op("Reshape", [diff, b.const("row_shape", [cells, 1, dims], np.int64)])
-    as_column = b.op("Reshape", [diff, b.const("column_shape", [cells, dims, 1], np.int64)])
-    weighted = b.op("MatMul", [as_row, b.const("gaussian_inverse", term.gaussians.inverse_covariance)])
-    squared = b.op("Max", [b.op("MatMul", [weighted, as_column]), b.const("zero", 0.0)])  # [hw, 1, 1]
+    whitened = b.op("MatMul", [as_row, _whitening_factors(b, term)], "whitened")  # [hw, 1, D]
+    squared = b.op("ReduceSumSquare", [whitened], axes=[2], keepdims=0)  # [hw, 1]
     grid = b.op("Reshape", [b.op("Sqrt", [squared]), b.const("grid", [1, 1, map_h, map_w], np.int64)],
                 "mahalanobis")
     gaussian = _normalise(b, grid, term.position_mean, term.position_scale, "gaussian_map")
     return b.op("Add", [b.op("Mul", [normalised, b.const("bank_weight", 1.0 - term.weight)]),
                         b.op("Mul", [gaussian, b.const("gaussian_weight", term.weight)])], "blended_map")
+
+
+def _whitening_factors(b: _Builder, term: GaussianTerm) -> str:
+    """The cells' whitening factors [hw, D, D], unpacked from their float16 upper triangles.
+
+    Every input is a constant, so onnxruntime folds the unpacking once when the session loads."""
+    gaussians = term.gaussians
+    cells, dims = gaussians.mean.shape
+    triangles = gaussians.half_precision_triangles()
+    packed = b.op("Concat", [b.op("Cast", [b.const("gaussian_triangles", triangles, np.float16)],
+                                  to=TensorProto.FLOAT),
+                             b.const("zero_column", np.zeros((cells, 1)))], axis=1)  # [hw, D(D+1)/2 + 1]
+    rows, columns = np.triu_indices(dims)
+    where = np.full((dims, dims), len(rows), np.int64)  # below the diagonal: the zero column
+    where[rows, columns] = np.arange(len(rows))
+    square = b.op("Gather", [packed, b.const("triangle_index", where.reshape(-1), np.int64)], axis=1)
+    shaped = b.op("Reshape", [square, b.const("factor_shape", [cells, dims, dims], np.int64)])
+    return b.op("Mul", [shaped, b.const("gaussian_scale", gaussians.scale[:, None, None])], "gaussian_whitening")
 
 
 def gaussian_kernel(sigma: float) -> FloatArray:
