@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from models.manifest import Manifest
+from models.manifest import Manifest, model_name_problem
 from models.registry import ModelRegistry, ModelVersion
 
 Kind = Literal["vision", "acoustic"]
@@ -145,6 +145,8 @@ def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: Mode
     ``priority`` and ``niceness``: see lower_priority; a starved run says so in its progress messages
     (STARVED_HINT). ``trainer="yolo"`` (vision only) trains an ultralytics YOLO classifier with
     ``options`` (epochs, imgsz, ...) passed to ``vision.yolo.train.train_yolo_classifier``."""
+    if problem := model_name_problem(name):  # before the run, not after minutes of training
+        raise TrainingError(problem)
     if trainer == "yolo":
         from vision.yolo import INSTALL_HINT, available
 

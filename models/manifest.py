@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"  # also a folder name: no path separators, no '..' start
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a model, or None when it can."""
+    if re.fullmatch(MODEL_NAME_PATTERN, name):
+        return None
+    return (f"'{name}' cannot name a model: use at most 64 lowercase letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit (e.g. tile-anomaly)")
 
 ModelKind = Literal["vision-anomaly", "vision-classifier", "acoustic-anomaly", "acoustic-classifier"]
 
@@ -86,7 +96,7 @@ class Manifest(_Strict):
     """Everything the runtime needs to know about one model version."""
 
     schema_version: Literal[1] = 1
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    name: str = Field(pattern=MODEL_NAME_PATTERN)
     version: int = Field(ge=1)
     kind: ModelKind
     description: str = ""

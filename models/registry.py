@@ -18,7 +18,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.manifest import MANIFEST_FILE, Manifest, ManifestError, read_manifest, sha256_of, write_manifest
+from models.manifest import (
+    MANIFEST_FILE,
+    Manifest,
+    ManifestError,
+    model_name_problem,
+    read_manifest,
+    sha256_of,
+    write_manifest,
+)
 
 BUNDLED_ROOT = Path(__file__).resolve().parent
 ACTIVE_FILE = "active.json"
@@ -50,6 +58,8 @@ class ModelRegistry:
         return roots
 
     def versions(self, name: str) -> list[ModelVersion]:
+        if problem := model_name_problem(name):  # never a path outside the registry ('../x')
+            raise UnknownModelError(problem)
         found: dict[int, ModelVersion] = {}
         for root, bundled in self._roots():
             for folder in sorted((root / name).glob("*")) if (root / name).is_dir() else []:

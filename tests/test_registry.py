@@ -81,3 +81,13 @@ def test_interrupted_registration_leaves_nothing(tmp_path: Path) -> None:
     leftover.mkdir()
     registry.clean_staging()
     assert registry.names() == [] and not leftover.exists()
+
+
+@pytest.mark.parametrize("name", ["../outside", "..", "models/../../outside", "UPPER"])
+def test_names_that_are_not_model_names_never_reach_the_file_system(tmp_path: Path, name: str) -> None:
+    (tmp_path / "outside" / "1").mkdir(parents=True)
+    (tmp_path / "outside" / "1" / "manifest.json").write_text("{}")  # what a '../outside' would find
+    registry = ModelRegistry(tmp_path / "models", bundled_root=None)
+    for look_up in (registry.versions, registry.get, lambda n: registry.promote(n, 1)):
+        with pytest.raises(UnknownModelError, match="cannot name a model"):
+            look_up(name)

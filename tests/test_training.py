@@ -220,3 +220,17 @@ def test_train_and_predict_acoustic_from_the_command_line(tmp_path: Path) -> Non
     assert lines[1]["score"] > lines[0]["score"] and lines[0]["label"]
     missing = run_cli("train", "acoustic", "--normal", str(tmp_path / "none"), "--name", "x", "--config", str(config))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+@pytest.mark.parametrize("name", ["Tile_A", "../evil", "two words", "a/b", ""])
+def test_a_name_that_cannot_name_a_model_is_refused_before_training(tmp_path: Path, name: str) -> None:
+    registry = ModelRegistry(tmp_path / "models", bundled_root=None)
+    good = part_folder(tmp_path / "good", 12)
+    started = time.monotonic()
+    with pytest.raises(TrainingError, match="cannot name a model"):
+        train("vision", {"good": sorted(good.iterdir())}, name, registry)
+    assert time.monotonic() - started < 1.0, "refused at once, not after a training run"
+    assert registry.names() == [] and not list((tmp_path / "models").glob(".build-*"))
+    refused = run_cli("train", "vision", "--good", str(good), "--name", name, "--config",
+                      str(write_station_config(tmp_path)))
+    assert refused.returncode == 2 and "cannot name a model" in refused.stderr and "%]" not in refused.stderr

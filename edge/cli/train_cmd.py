@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edge.cli.common import CommandError, add_config_option, config_from, registry_for
 from edge.training import Kind, TrainingError, starved, train
+from models.manifest import model_name_problem
 from vision.anomaly.images import split_masks
 from vision.sources import IMAGE_SUFFIXES
 
@@ -91,6 +92,8 @@ def _trainer_options(args: argparse.Namespace) -> dict[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     kind: Kind = args.train_kind
+    if problem := model_name_problem(args.name):
+        raise CommandError(problem)
     config = config_from(args)
     options = _trainer_options(args)
     suffixes = IMAGE_SUFFIXES if kind == "vision" else WAV_SUFFIXES
