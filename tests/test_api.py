@@ -212,6 +212,21 @@ def test_health_is_not_ready_when_the_store_is_stopped(client: TestClient, stati
     assert response.status_code == 503 and response.json()["error"]["code"] == "store_unavailable"
 
 
+def test_images_too_small_for_the_model_are_invalid_not_ng(client: TestClient, station: Station) -> None:
+    """A 6x6 thumbnail of a spotted part or a one-pixel line scaled up to the input would score as
+    anything; the test model records no training sizes, so the bound is an eighth of its 64 px input."""
+    thumbnail = dark_part(size=(6, 6), spot=True)
+    line = dark_part(size=(1, 200), seed=2)
+    for pixels in (thumbnail, line):
+        response = client.post(VISION, content=encode(pixels, ".png"), headers={"content-type": "image/png"})
+        body = response.json()
+        assert response.status_code == 200 and body["decision"] == "INVALID" and body["score"] is None
+        assert f"{pixels.shape[1]}x{pixels.shape[0]} px" in body["reason"] and "at least 8x8 px" in body["reason"]
+        assert client.get(f"/api/v1/verdicts/{body['id']}").json()["decision"] == "INVALID"
+    eight = client.post(VISION, content=encode(dark_part(size=(8, 8)), ".png"), headers={"content-type": "image/png"})
+    assert eight.json()["decision"] == "OK"
+
+
 def test_frames_unfit_to_judge_get_invalid_with_reason_never_ok_or_ng(client: TestClient, station: Station) -> None:
     blank = np.full((120, 160), 128, np.uint8)
     dark = (dark_part() // 8).astype(np.uint8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -9,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.decision import judge_outputs
-from models.manifest import ImageInput
+from models.manifest import ImageInput, Manifest
 from models.runtime import LoadedModel
 from vision.preprocess import to_tensor
 from vision.quality import QualityLimits, assess
@@ -29,6 +30,30 @@ class VisionResult:
     quality: dict[str, float | str | None] | None = None
 
 
+@dataclass(frozen=True)
+class MinimumSize:
+    width: int
+    height: int
+    basis: str  # where the bound comes from, for the message
+
+
+def minimum_image_size(manifest: Manifest) -> MinimumSize:
+    """The smallest image a model judges: a quarter of its training images' median width and height
+    (an eighth of its input size for models that did not record them), and never under 8 px.
+
+    Scaled up to the model's input, a far smaller image is a blur the model never saw: its score
+    says nothing about the part, so such an image is not judged."""
+    size = manifest.training.data.get("image_size")
+    if size:
+        return MinimumSize(max(8, math.ceil(size["median_width"] / 4)), max(8, math.ceil(size["median_height"] / 4)),
+                           f"a quarter of its training images' median size, {size['median_width']}x"
+                           f"{size['median_height']} px")
+    spec = manifest.input
+    assert isinstance(spec, ImageInput)
+    return MinimumSize(max(8, spec.width // 8), max(8, spec.height // 8),
+                       f"an eighth of its input size, {spec.width}x{spec.height} px")
+
+
 class VisionInspector:
     def __init__(self, model: LoadedModel, threshold: float | None = None) -> None:
         if not isinstance(model.manifest.input, ImageInput) or model.manifest.modality != "vision":
@@ -36,6 +61,7 @@ class VisionInspector:
         self.model = model
         self.spec: ImageInput = model.manifest.input
         self.threshold = model.manifest.threshold if threshold is None else threshold
+        self.minimum_size = minimum_image_size(model.manifest)
 
     @property
     def name(self) -> str:
@@ -50,13 +76,14 @@ class VisionInspector:
         """Judge one image; with ``quality`` limits a frame unfit to judge is INVALID, not OK or NG."""
         started = time.perf_counter()
         report = None
-        if quality is not None:
+        problem = self._size_problem(pixels)
+        if problem is None and quality is not None:
             report = assess(pixels, quality)
-            if report.problem is not None:
-                return VisionResult("INVALID", "invalid", None, self.threshold if threshold is None else threshold,
-                                    self.name, self.version, None,
-                                    {"quality": (time.perf_counter() - started) * 1000.0}, report.problem,
-                                    report.as_dict())
+            problem = report.problem
+        if problem is not None:
+            return VisionResult("INVALID", "invalid", None, self.threshold if threshold is None else threshold,
+                                self.name, self.version, None, {"quality": (time.perf_counter() - started) * 1000.0},
+                                problem, None if report is None else report.as_dict())
         checked = time.perf_counter()
         tensor = to_tensor(pixels, self.spec)
         prepared = time.perf_counter()
@@ -72,3 +99,11 @@ class VisionInspector:
              "model": (ran - prepared) * 1000.0, "decide": (time.perf_counter() - ran) * 1000.0},
             quality=None if report is None else report.as_dict(),
         )
+
+    def _size_problem(self, pixels: npt.NDArray[np.uint8]) -> str | None:
+        height, width = pixels.shape[:2]
+        least = self.minimum_size
+        if width >= least.width and height >= least.height:
+            return None
+        return (f"image too small: {width}x{height} px, model '{self.name}' judges images of at least "
+                f"{least.width}x{least.height} px ({least.basis})")

@@ -19,6 +19,7 @@ from vision.anomaly.gaussian import GaussianTerm, fit_position_gaussians, fit_wi
 from vision.anomaly.graph import SearchHead, feature_graph, scoring_graph
 from vision.anomaly.images import image_files
 from vision.anomaly.train import _calibration_maps
+from vision.inspector import VisionInspector
 from vision.preprocess import to_tensor
 
 DATASET = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "magnetic-tile"
@@ -97,6 +98,23 @@ def test_training_produces_a_model_that_flags_a_defect(trained_on_ordinary_parts
     # the heat map points at the defect (centre of the image)
     peak = np.unravel_index(int(np.argmax(bad_out["anomaly_map"][0])), SMALL.map_shape)
     assert abs(peak[0] - SMALL.map_shape[0] / 2) <= 3 and abs(peak[1] - SMALL.map_shape[1] / 2) <= 3
+
+
+def test_images_far_smaller_than_the_training_parts_are_not_judged(trained_on_ordinary_parts: Path) -> None:
+    """Scaled up to the input, a thumbnail of a part is a blur the model never saw: INVALID with the
+    reason, not a score. The bound comes from the training images' sizes kept in the manifest."""
+    model = load_model(trained_on_ordinary_parts, threads=1)
+    size = model.manifest.training.data["image_size"]
+    assert 90 <= size["min_width"] <= size["median_width"] < 260 and 90 <= size["median_height"] < 260
+    inspector = VisionInspector(model)
+    rng = np.random.default_rng(8)
+    least_w, least_h = -(-size["median_width"] // 4), -(-size["median_height"] // 4)
+    for height, width in ((least_h - 1, 200), (200, least_w - 1), (1, 1000), (4, 4)):
+        result = inspector.judge(with_defect(texture(rng, max(height, 1), max(width, 1))))
+        assert result.decision == "INVALID" and result.score is None, (height, width)
+        assert f"{width}x{height} px" in str(result.reason) and "training images' median size" in str(result.reason)
+    judged = inspector.judge(with_defect(texture(rng, least_h, least_w)))
+    assert judged.decision in {"OK", "NG"} and judged.score is not None
 
 
 def test_corrupt_files_are_skipped_and_reported(trained: tuple[Path, object]) -> None:

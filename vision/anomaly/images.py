@@ -73,6 +73,15 @@ def undersized_images(images: list[tuple[Path, npt.NDArray[np.uint8]]], shown: i
             for (path, pixels), is_small in zip(images, small, strict=True) if is_small][:shown]
 
 
+def image_size_summary(images: list[npt.NDArray[np.uint8]]) -> dict[str, int]:
+    """The training images' median and smallest width and height, for the manifest: inference refuses
+    images far smaller than what the model learnt (vision.inspector.minimum_image_size)."""
+    widths = np.array([pixels.shape[1] for pixels in images])
+    heights = np.array([pixels.shape[0] for pixels in images])
+    return {"median_width": int(np.median(widths)), "median_height": int(np.median(heights)),
+            "min_width": int(widths.min()), "min_height": int(heights.min())}
+
+
 def read_part_images(paths: list[Path], skipped: list[SkippedFile]) -> list[npt.NDArray[np.uint8]]:
     """The decodable part images of a labelled folder; unreadable files and defect masks beside the
     images are appended to ``skipped`` with the reason."""

@@ -30,6 +30,7 @@ from vision.anomaly.gaussian import GaussianTerm, fit_with_held_out_maps, mahala
 from vision.anomaly.graph import MAP_NAME, SCORE_NAME, SearchHead, feature_graph, scoring_graph
 from vision.anomaly.images import (
     SkippedFile,
+    image_size_summary,
     mask_skips,
     read_part_images,
     read_training_images,
@@ -185,7 +186,8 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
         labels=["good", "anomalous"], ok_labels=["good"], threshold=float(threshold), metrics=metrics,
         training=TrainingInfo(
             data={"good_images": count, "defect_images": {k: len(v) for k, v in defect_images.items()},
-                  "skipped_files": len(skipped), "undersized_good_images": undersized_images(good_images)},
+                  "skipped_files": len(skipped), "undersized_good_images": undersized_images(good_images),
+                  "image_size": image_size_summary([pixels for _, pixels in good_images])},
             duration_s=round(timings["total_s"], 2), tool="vision.anomaly.train_anomaly_model",
             params=params.as_dict()))
     write_manifest(build_dir, manifest)

@@ -26,6 +26,7 @@ from vision.anomaly.graph import (
 )
 from vision.anomaly.images import (
     SkippedFile,
+    image_size_summary,
     mask_skips,
     read_part_images,
     read_training_images,
@@ -152,7 +153,9 @@ def train_classifier_model(good: list[Path], defects: dict[str, list[Path]], nam
         outputs={"probabilities": PROBABILITIES_NAME, "anomaly_map": MAP_NAME},
         labels=labels, ok_labels=[GOOD_LABEL], threshold=threshold, metrics=metrics,
         training=TrainingInfo(data={"images": counts, "skipped_files": len(skipped),
-                                    "undersized_good_images": undersized},
+                                    "undersized_good_images": undersized,
+                                    "image_size": image_size_summary([image for images in by_label.values()
+                                                                      for image in images])},
                               duration_s=round(timings["total_s"], 2), tool="vision.classifier.train_classifier_model",
                               params=params.as_dict()))
     write_manifest(build_dir, manifest)
