@@ -48,6 +48,7 @@ def test_train_vision_registers_promotes_and_predicts(tmp_path: Path) -> None:
     assert "edge-inspect models calibrate parts --good DIR" in trained.stderr
     assert "broken.jpg" in trained.stderr, "unreadable files are skipped and reported"
     assert "mono12.png" not in trained.stderr and "alpha.png" not in trained.stderr
+    assert "note: the images are 160x96 px (median), the model input 512x256" in trained.stderr
     data = ModelRegistry(tmp_path / "data" / "models", bundled_root=None).manifest("parts").training.data
     assert data["skipped_files"] == 1, data  # broken.jpg only
     listing = run_cli("models", "list", "--config", str(config)).stdout

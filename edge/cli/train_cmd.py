@@ -8,8 +8,9 @@ from pathlib import Path
 
 from edge.cli.common import CommandError, add_config_option, config_from, registry_for
 from edge.training import Kind, TrainingError, starved, train
-from models.manifest import model_name_problem
+from models.manifest import ImageInput, Manifest, model_name_problem
 from vision.anomaly.images import split_masks
+from vision.inspector import minimum_image_size
 from vision.sources import IMAGE_SUFFIXES
 
 WAV_SUFFIXES = {".wav"}
@@ -90,6 +91,21 @@ def _trainer_options(args: argparse.Namespace) -> dict[str, int]:
     return given  # edge.training.train refuses the yolo trainer when ultralytics is not installed
 
 
+def _scaled_up_note(manifest: Manifest) -> str | None:
+    """A note when the training images are far smaller than the model input (scaled up more than 2x)."""
+    size, spec = manifest.training.data.get("image_size"), manifest.input
+    if not size or not isinstance(spec, ImageInput):
+        return None
+    width, height = size["median_width"], size["median_height"]
+    if width * 2 > spec.width or height * 2 > spec.height:
+        return None
+    least = minimum_image_size(manifest)
+    return (f"note: the images are {width}x{height} px (median), the model input {spec.width}x{spec.height}: "
+            "they are scaled up, and the model sees no finer detail than they hold. Parts must be judged from "
+            f"images of about this size (smaller than {least.width}x{least.height} px are refused); "
+            "higher-resolution crops of the parts let it see smaller defects")
+
+
 def run(args: argparse.Namespace) -> int:
     kind: Kind = args.train_kind
     if problem := model_name_problem(args.name):
@@ -127,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {len(undersized)} good image(s) under half the others' size, scaled up, train as blurred "
               f"parts and loosen the threshold (remove them if they are not parts): {', '.join(undersized)}",
               file=sys.stderr)
+    if note := _scaled_up_note(outcome.manifest):
+        print(note, file=sys.stderr)
     if starved(outcome.cpu_cores, outcome.duration_s) and priority == "idle":
         print(f"note: training got {outcome.cpu_cores:.0%} of one CPU core on average: other work on the station "
               "held it back. --priority low (or training.priority: low in the station file) gives it a share, "
