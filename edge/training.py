@@ -78,11 +78,24 @@ def lower_priority(niceness: int, idle: bool = True) -> None:
                 os.sched_setscheduler(tid, policy, os.sched_param(0))
 
 
+def _exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:
+    """End this process when its parent is gone (killed outright, it cannot stop us): an orphaned
+    training would hold the CPU for minutes and leave its build folder behind for nothing."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _train_in_child(kind: Kind, examples: dict[str, list[str]], name: str, build_dir: str,
                     messages: multiprocessing.Queue[tuple[Any, ...]], niceness: int,
                     trainer: Trainer = "default", options: dict[str, Any] | None = None,
-                    priority: Priority = "idle") -> None:
+                    priority: Priority = "idle", parent_pid: int | None = None) -> None:
     """Runs in the child process: lower priority, train, report (with the CPU time used so far)."""
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     lower_priority(niceness, idle=priority == "idle")
     try:
         def progress(fraction: float, message: str) -> None:
@@ -136,6 +149,36 @@ def _skipped(report: Any) -> list[tuple[str, str]]:
     return skipped
 
 
+BUILD_PREFIX = ".build-"  # + the owning process id + a random part
+ORPHAN_AGE_S = 24 * 3600.0  # a build folder without an owner id (older versions) is removed after this
+
+
+def remove_orphaned_builds(state_dir: Path) -> list[Path]:
+    """Remove the build folders of training runs whose process is gone (killed before it could clean
+    up), and return them. Folders of runs still going, in this process or another, are kept."""
+    removed = []
+    for folder in state_dir.glob(f"{BUILD_PREFIX}*"):
+        owner = folder.name[len(BUILD_PREFIX):].split("-")[0]
+        if owner.isdigit():
+            if _process_exists(int(owner)):
+                continue
+        elif time.time() - folder.stat().st_mtime < ORPHAN_AGE_S:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # gone, or no process id at all
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: ModelRegistry, *,
           progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
           promote: bool = True, niceness: int = 10, priority: Priority = "idle", trainer: Trainer = "default",
@@ -155,14 +198,15 @@ def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: Mode
         if not available():
             raise TrainingError(f"the yolo trainer needs ultralytics, which is not installed: {INSTALL_HINT}")
     started = time.monotonic()
-    build_dir = registry.state_dir / f".build-{uuid.uuid4().hex[:12]}"
+    remove_orphaned_builds(registry.state_dir)
+    build_dir = registry.state_dir / f"{BUILD_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
     build_dir.mkdir(parents=True)
     context = multiprocessing.get_context("spawn")  # no fork of a multi-threaded service
     messages: multiprocessing.Queue[tuple[Any, ...]] = context.Queue()
     payload = {label: [str(p) for p in paths] for label, paths in examples.items()}
     child = context.Process(target=_train_in_child,
                             args=(kind, payload, name, str(build_dir), messages, niceness, trainer, options,
-                                  priority),
+                                  priority, os.getpid()),
                             name=f"train-{kind}-{name}", daemon=True)
     child.start()
     try:

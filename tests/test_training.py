@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import multiprocessing.synchronize
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -17,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 from modelkit import dark_part
-from support import write_station_config
+from support import EDGE_INSPECT, PROJECT_ROOT, write_station_config
 from test_service_live import run_cli
 
 import edge.training
@@ -99,6 +100,46 @@ def test_a_cancelled_run_registers_nothing_and_leaves_no_build(tmp_path: Path) -
         train("vision", {"good": good}, "cancelled", registry, progress=cancel_soon, cancel=cancel)
     assert time.monotonic() - started < 30 and progress
     assert registry.names() == [] and not list((tmp_path / "models").glob(".build-*"))
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_command_takes_its_training_with_it_and_the_next_run_clears_its_build(tmp_path: Path) -> None:
+    """kill -9 of `train` (or of a technician's SSH session) cannot clean up: the training process
+    notices its parent is gone and ends, and the next training run removes the orphaned build folder."""
+    config = write_station_config(tmp_path)
+    good = part_folder(tmp_path / "good", 40, size=(400, 600))
+    command = subprocess.Popen([*EDGE_INSPECT, "train", "vision", "--good", str(good), "--name", "orphan",
+                                "--config", str(config)], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    state_dir = tmp_path / "data" / "models"
+    deadline = time.monotonic() + 60
+    trainers: list[int] = []
+    while not (trainers and list(state_dir.glob(".build-*"))) and time.monotonic() < deadline:
+        trainers = [pid for pid in children_of(command.pid)
+                    if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        time.sleep(0.2)
+    assert trainers, "the training process started"
+    command.kill()
+    command.wait(10)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in trainers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in trainers), "the orphaned training ended"
+    assert len(list(state_dir.glob(".build-*"))) == 1, "nothing could clean up after a kill -9"
+    assert ModelRegistry(state_dir, bundled_root=None).names() == ["bright-spot"]
+
+    again = run_cli("train", "vision", "--good", str(part_folder(tmp_path / "few", 12)), "--name", "next",
+                    "--config", str(config))
+    assert again.returncode == 0, again.stderr
+    assert not list(state_dir.glob(".build-*")), "the next run removed the orphaned build folder"
 
 
 def thread_priorities(pid: int) -> list[tuple[int, int]]:
@@ -235,3 +276,15 @@ def test_a_name_that_cannot_name_a_model_is_refused_before_training(tmp_path: Pa
     refused = run_cli("train", "vision", "--good", str(good), "--name", name, "--config",
                       str(write_station_config(tmp_path)))
     assert refused.returncode == 2 and "cannot name a model" in refused.stderr and "%]" not in refused.stderr
+
+
+def test_only_builds_whose_process_is_gone_are_removed(tmp_path: Path) -> None:
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    running, orphaned = tmp_path / f".build-{os.getpid()}-a1", tmp_path / f".build-{int(ended.stdout)}-b2"
+    unowned_new, unowned_old = tmp_path / ".build-0123abcd", tmp_path / ".build-4567cdef"
+    for folder in (running, orphaned, unowned_new, unowned_old):
+        folder.mkdir()
+    day_ago = time.time() - edge.training.ORPHAN_AGE_S - 60
+    os.utime(unowned_old, (day_ago, day_ago))  # from a version that did not name its process
+    assert sorted(edge.training.remove_orphaned_builds(tmp_path)) == sorted([orphaned, unowned_old])
+    assert running.is_dir() and unowned_new.is_dir()
