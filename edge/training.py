@@ -14,7 +14,6 @@ import queue
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,36 +148,6 @@ def _skipped(report: Any) -> list[tuple[str, str]]:
     return skipped
 
 
-BUILD_PREFIX = ".build-"  # + the owning process id + a random part
-ORPHAN_AGE_S = 24 * 3600.0  # a build folder without an owner id (older versions) is removed after this
-
-
-def remove_orphaned_builds(state_dir: Path) -> list[Path]:
-    """Remove the build folders of training runs whose process is gone (killed before it could clean
-    up), and return them. Folders of runs still going, in this process or another, are kept."""
-    removed = []
-    for folder in state_dir.glob(f"{BUILD_PREFIX}*"):
-        owner = folder.name[len(BUILD_PREFIX):].split("-")[0]
-        if owner.isdigit():
-            if _process_exists(int(owner)):
-                continue
-        elif time.time() - folder.stat().st_mtime < ORPHAN_AGE_S:
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # gone, or no process id at all
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: ModelRegistry, *,
           progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
           promote: bool = True, niceness: int = 10, priority: Priority = "idle", trainer: Trainer = "default",
@@ -198,9 +167,8 @@ def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: Mode
         if not available():
             raise TrainingError(f"the yolo trainer needs ultralytics, which is not installed: {INSTALL_HINT}")
     started = time.monotonic()
-    remove_orphaned_builds(registry.state_dir)
-    build_dir = registry.state_dir / f"{BUILD_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    build_dir.mkdir(parents=True)
+    registry.clean_staging()  # what killed runs left behind
+    build_dir = registry.new_build_dir()
     context = multiprocessing.get_context("spawn")  # no fork of a multi-threaded service
     messages: multiprocessing.Queue[tuple[Any, ...]] = context.Queue()
     payload = {label: [str(p) for p in paths] for label, paths in examples.items()}

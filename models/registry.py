@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,8 @@ from models.manifest import (
 
 BUNDLED_ROOT = Path(__file__).resolve().parent
 ACTIVE_FILE = "active.json"
+BUILD_PREFIX = ".build-"  # + the owning process id + a random part
+UNOWNED_BUILD_AGE_S = 24 * 3600.0  # a build folder that names no process (older versions) is removed after this
 
 
 class UnknownModelError(LookupError):
@@ -197,8 +201,37 @@ class ModelRegistry:
             self.promote(manifest.name, version)
         return registered
 
-    def clean_staging(self) -> None:
-        """Remove leftovers of registrations that were killed half-way."""
-        for pattern in (".staging-*", ".build-*"):
-            for leftover in self.state_dir.glob(pattern):
+    def new_build_dir(self) -> Path:
+        """An empty folder for a training run to build a model in, named after this process."""
+        folder = self.state_dir / f"{BUILD_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        folder.mkdir(parents=True)
+        return folder
+
+    def clean_staging(self) -> list[Path]:
+        """Remove, and return, the leftovers of registrations and training runs that were killed
+        half-way. Build folders of runs whose process still lives (a `train` command beside a
+        restarting service) are kept; so is a registration in progress (it holds the lock)."""
+        removed = []
+        with self._locked():
+            removed += list(self.state_dir.glob(".staging-*"))
+            for folder in self.state_dir.glob(f"{BUILD_PREFIX}*"):
+                owner = folder.name[len(BUILD_PREFIX):].split("-")[0]
+                if owner.isdigit():
+                    if _process_exists(int(owner)):
+                        continue
+                elif time.time() - folder.stat().st_mtime < UNOWNED_BUILD_AGE_S:
+                    continue
+                removed.append(folder)
+            for leftover in removed:
                 shutil.rmtree(leftover, ignore_errors=True)
+        return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # gone, or no process id at all
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from modelkit import dark_part, make_brightness_model
 
 from models.manifest import ManifestError, read_manifest
-from models.registry import ModelRegistry, UnknownModelError
+from models.registry import UNOWNED_BUILD_AGE_S, ModelRegistry, UnknownModelError
 from models.runtime import load_model
 from vision.inspector import VisionInspector
 
@@ -91,3 +95,20 @@ def test_names_that_are_not_model_names_never_reach_the_file_system(tmp_path: Pa
     for look_up in (registry.versions, registry.get, lambda n: registry.promote(n, 1)):
         with pytest.raises(UnknownModelError, match="cannot name a model"):
             look_up(name)
+
+
+def test_only_leftovers_of_ended_processes_are_cleaned(tmp_path: Path) -> None:
+    """The service cleans the registry folder when it starts, and a `train` command may be running
+    beside it: its build folder must survive; those of killed runs go."""
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    registry = ModelRegistry(tmp_path, bundled_root=None)
+    running = registry.new_build_dir()
+    orphaned = tmp_path / f".build-{int(ended.stdout)}-b2"
+    unowned_new, unowned_old = tmp_path / ".build-0123abcd", tmp_path / ".build-4567cdef"
+    staging = tmp_path / ".staging-x"
+    for folder in (orphaned, unowned_new, unowned_old, staging):
+        folder.mkdir()
+    day_ago = time.time() - UNOWNED_BUILD_AGE_S - 60
+    os.utime(unowned_old, (day_ago, day_ago))  # from a version that did not name its process
+    assert sorted(registry.clean_staging()) == sorted([orphaned, unowned_old, staging])
+    assert running.is_dir() and unowned_new.is_dir() and not orphaned.exists()

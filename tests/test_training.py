@@ -276,15 +276,3 @@ def test_a_name_that_cannot_name_a_model_is_refused_before_training(tmp_path: Pa
     refused = run_cli("train", "vision", "--good", str(good), "--name", name, "--config",
                       str(write_station_config(tmp_path)))
     assert refused.returncode == 2 and "cannot name a model" in refused.stderr and "%]" not in refused.stderr
-
-
-def test_only_builds_whose_process_is_gone_are_removed(tmp_path: Path) -> None:
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    running, orphaned = tmp_path / f".build-{os.getpid()}-a1", tmp_path / f".build-{int(ended.stdout)}-b2"
-    unowned_new, unowned_old = tmp_path / ".build-0123abcd", tmp_path / ".build-4567cdef"
-    for folder in (running, orphaned, unowned_new, unowned_old):
-        folder.mkdir()
-    day_ago = time.time() - edge.training.ORPHAN_AGE_S - 60
-    os.utime(unowned_old, (day_ago, day_ago))  # from a version that did not name its process
-    assert sorted(edge.training.remove_orphaned_builds(tmp_path)) == sorted([orphaned, unowned_old])
-    assert running.is_dir() and unowned_new.is_dir()
