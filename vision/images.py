@@ -99,10 +99,10 @@ def _grey_to_8bit(values: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
     images the same scale however dark the part; only a 16-bit image darker than 1/16 of full scale
     would be brightened 16 times.
     """
-    if values.size and (int(values.min()) < 0 or int(values.max()) > 0xFFFF):
+    darkest, brightest = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if darkest < 0 or brightest > 0xFFFF:
         raise ImageError("unsupported_pixel_format",
                          "32-bit integer pixels outside 0..65535 are not accepted: send 8- or 16-bit grey")
-    brightest = int(values.max()) if values.size else 0
     full_scale = (1 << _CAMERA_BITS) - 1 if brightest < 1 << _CAMERA_BITS else 0xFFFF
     return np.rint(values * (255.0 / full_scale)).astype(np.uint8)
 
