@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.access.scopes import Scope
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "station.yaml"
 CONFIG_ENV = "EDGE_INSPECT_CONFIG"
@@ -203,6 +205,38 @@ class ApiSettings(_Section):
     max_image_megapixels: float = Field(64.0, gt=0, le=1000, title="Largest accepted image, in megapixels")
 
 
+class PasswordHashSettings(_Section):
+    """argon2id parameters for user PINs and passwords; changing them rehashes each PIN at its next login."""
+
+    time_cost: int = Field(2, ge=1, le=20, title="argon2 passes",
+                           description="Iterations over memory; with the defaults a verify takes about 60 ms on "
+                                       "a 2-core station PC.")
+    memory_kib: int = Field(65536, ge=1024, le=1_048_576, title="argon2 memory, KiB",
+                            description="Memory per hash; lower only for tests.")
+    parallelism: int = Field(2, ge=1, le=16, title="argon2 lanes")
+
+
+class AccessSettings(_Section):
+    """Who may do what over the API (edge.access): anonymous scopes, sessions, login throttling, hosts."""
+
+    anonymous_scopes: list[Scope] | None = Field(
+        None, title="Scopes without a credential",
+        description="What requests without a token or session may do. Default: qms:read and aoi:verdict when the "
+                    "API listens on loopback only, none otherwise.")
+    session_hours: float = Field(12.0, gt=0, le=24 * 30, title="Session lifetime, hours",
+                                 description="A browser session ends this long after its login (absolute).")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, title="Extra Host names",
+        description="Host header names accepted besides IP literals, localhost and this machine's hostname "
+                    "(DNS-rebinding protection), e.g. the station's DNS name.")
+    login_max_failures: int = Field(5, ge=1, le=100, title="Failed logins before a lockout",
+                                    description="Per client address and per user name.")
+    login_lockout_s: float = Field(1.0, gt=0, le=3600, title="First lockout, seconds",
+                                   description="Doubles with every further failure.")
+    login_max_lockout_s: float = Field(900.0, gt=0, le=86400, title="Longest lockout, seconds")
+    password_hash: PasswordHashSettings = Field(default_factory=lambda: PasswordHashSettings())
+
+
 class StationConfig(_Section):
     station: StationInfo = Field(default_factory=lambda: StationInfo())
     storage: StorageSettings = Field(default_factory=lambda: StorageSettings())
@@ -214,6 +248,7 @@ class StationConfig(_Section):
     microphone: MicrophoneSettings | None = None
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
     training: TrainingSettings = Field(default_factory=lambda: TrainingSettings())
+    access: AccessSettings = Field(default_factory=lambda: AccessSettings())
 
     # Folder the config file was read from; relative paths are resolved against it.
     base_dir: Path = Field(Path("."), exclude=True)

@@ -14,12 +14,15 @@ from edge.cli import (
     predict_cmd,
     run_cmd,
     simulate_cmd,
+    tokens_cmd,
     train_cmd,
+    users_cmd,
     verdict_cmd,
 )
 from edge.cli.common import CommandError
 
-COMMAND_MODULES = [run_cmd, verdict_cmd, train_cmd, predict_cmd, models_cmd, config_cmd, db_cmd, simulate_cmd]
+COMMAND_MODULES = [run_cmd, verdict_cmd, train_cmd, predict_cmd, models_cmd, config_cmd, db_cmd, simulate_cmd,
+                   users_cmd, tokens_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
