@@ -37,7 +37,15 @@ from edge.access.errors import (
 )
 from edge.access.guard import RequestGuard
 from edge.access.hashing import HashParameters, PinHasher
-from edge.access.http import SESSION_PATH, UNSCOPED_ROUTES, build_router, declared_scope, document_scopes, install
+from edge.access.http import (
+    SESSION_PATH,
+    UNSCOPED_ROUTES,
+    build_router,
+    declared_scope,
+    document_scopes,
+    install,
+    operation_scopes,
+)
 from edge.access.identity import Identity
 from edge.access.scopes import (
     ADMIN,
@@ -62,6 +70,6 @@ __all__ = [
     "AccessStore", "CsrfFailed", "Forbidden", "HashParameters", "Identity", "NotAuthenticated", "PinHasher",
     "RequestGuard", "Role", "Scope", "Throttled", "Token", "User", "add_user", "anonymous_scopes", "build_router",
     "check_startup", "create_token", "declared_scope", "document_scopes", "expand", "find_token", "find_user",
-    "grants", "install", "is_loopback", "list_tokens", "list_users", "parse_duration", "remove_user",
-    "revoke_token",
+    "grants", "install", "is_loopback", "list_tokens", "list_users", "operation_scopes", "parse_duration",
+    "remove_user", "revoke_token",
 ]

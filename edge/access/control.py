@@ -5,8 +5,6 @@ anonymous identity. Tokens and sessions are read from the database at every requ
 one indexed lookup of a SHA-256), so a revocation by the CLI applies to the next request.
 """
 
-from __future__ import annotations
-
 import asyncio
 import hmac
 import logging
@@ -16,7 +14,7 @@ from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Request, Security
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
@@ -58,7 +56,7 @@ class AccessStore(Protocol):
 class AccessControl:
     """One per station: resolves identities, checks scopes and CSRF, runs logins and logouts."""
 
-    def __init__(self, settings: AccessSettings, store: AccessStore, host: str) -> None:
+    def __init__(self, settings: "AccessSettings", store: AccessStore, host: str) -> None:
         self.settings = settings
         self.store = store
         self.loopback = is_loopback(host)
@@ -70,7 +68,7 @@ class AccessControl:
         self.session_lifetime = timedelta(hours=settings.session_hours)
 
     @classmethod
-    def from_config(cls, config: StationConfig, store: AccessStore, host: str | None = None) -> AccessControl:
+    def from_config(cls, config: "StationConfig", store: AccessStore, host: str | None = None) -> "AccessControl":
         """``host``: the address the API is bound to (``run --host``), default ``api.host``."""
         return cls(config.access, store, host or config.api.host)
 
@@ -81,10 +79,14 @@ class AccessControl:
         or in ``dependencies=[...]``; ``declared_scope(route)`` reads the scope back."""
         if scope is not None and scope not in SCOPES:
             raise ValueError(f"unknown scope {scope!r}; allowed: {', '.join(SCOPES)}")
+        # The scope travels with the security schemes, so OpenAPI lists it in each operation's `security`.
+        needed = [scope] if scope is not None else []
 
-        async def identity(request: Request,
-                           bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-                           cookie: Annotated[str | None, Depends(session_scheme)]) -> Identity:
+        async def identity(
+            request: Request,
+            bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme, scopes=needed)],
+            cookie: Annotated[str | None, Security(session_scheme, scopes=needed)],
+        ) -> Identity:
             who = self.identify(request, bearer, cookie)
             if scope is not None and not who.can(scope):
                 if who.kind == "anonymous":
@@ -136,7 +138,8 @@ class AccessControl:
         newly_locked = self.throttle.begin(keys)
         found = user_secret(self.store.reader(), name)
         stored = found[1] if found is not None else None
-        if found is None or not await run_in_threadpool(self.hasher.verify, stored, pin):
+        verified = await run_in_threadpool(self.hasher.verify, stored, pin)  # a dummy hash for unknown users
+        if found is None or not verified:
             log.info("failed login for user %r from %s", name, client)
             if newly_locked:
                 await self._audit_lockout(name, client, newly_locked)

@@ -84,8 +84,10 @@ class RequestGuard:
         if origin is not None:
             parts = urlsplit(origin) if origin != "null" else None
             origin_host = split_host(parts.netloc, DEFAULT_PORTS.get(parts.scheme, 80)) if parts else None
-            # Host without a port means the origin's default port (a TLS proxy in front keeps working).
-            expected = (host[0], origin_host[1]) if origin_host and ":" not in raw_host.rsplit("]", 1)[-1] else host
+            expected = host
+            if parts is not None and ":" not in raw_host.rsplit("]", 1)[-1]:
+                # Host without a port: the default port of the origin's scheme (a TLS proxy in front works)
+                expected = (host[0], DEFAULT_PORTS.get(parts.scheme, 80))
             if origin_host != expected:
                 return (403, "cross_site_request",
                         f"a request from the page of {origin[:100]!r} may not change anything on this station")

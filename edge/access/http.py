@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.access.control import CSRF_HEADER, SESSION_COOKIE, AccessControl
@@ -48,6 +47,8 @@ def _info(identity: Identity, csrf_token: str | None = None) -> SessionInfo:
 
 def build_router(access: AccessControl) -> APIRouter:
     router = APIRouter(tags=["session"])
+    # Depends() as defaults: annotations are strings here (PEP 563) and cannot name these locals.
+    anyone, reader = Depends(access.requires(None)), Depends(access.requires(QMS_READ))
 
     @router.post(SESSION_PATH, response_model=SessionInfo, summary="Log in (browser session)",
                  responses={401: {"description": "wrong user name or PIN"},
@@ -63,14 +64,14 @@ def build_router(access: AccessControl) -> APIRouter:
         return _info(identity, new.csrf_token)
 
     @router.get(SESSION_PATH, response_model=SessionInfo, summary="Who am I")
-    async def whoami(request: Request, identity: Annotated[Identity, Depends(access.requires(None))]) -> SessionInfo:
+    async def whoami(request: Request, identity: Identity = anyone) -> SessionInfo:
         """The caller's identity and scopes (session, token or anonymous); for a session also its CSRF token."""
         cookie = request.cookies.get(SESSION_COOKIE)
         csrf = csrf_token_for(cookie) if identity.session_id is not None and cookie else None
         return _info(identity, csrf)
 
     @router.delete(SESSION_PATH, status_code=204, summary="Log out", response_class=Response)
-    async def logout(request: Request, identity: Annotated[Identity, Depends(access.requires(QMS_READ))]) -> Response:
+    async def logout(request: Request, identity: Identity = reader) -> Response:
         """End this session (also in the database: its cookie and CSRF token are refused from now on)."""
         await access.logout(identity)
         response = Response(status_code=204)
@@ -81,34 +82,47 @@ def build_router(access: AccessControl) -> APIRouter:
     return router
 
 
-def declared_scope(route: APIRoute) -> str | None:
-    """The scope a route's ``requires(...)`` dependency demands (searched through nested dependencies);
-    None when it has none or requires only an identity."""
-    pending = list(route.dependant.dependencies)
+def declared_scope(route: Any) -> str | None:
+    """The scope a route's ``requires(...)`` dependency demands, searched through nested dependencies
+    (an APIRoute, or anything with a ``dependant``); None when it has none or requires only an identity."""
+    dependant = getattr(route, "dependant", None)
+    pending = list(dependant.dependencies) if dependant is not None else []
     while pending:
-        dependant = pending.pop(0)
-        scope = getattr(dependant.call, "required_scope", None)
+        current = pending.pop(0)
+        scope = getattr(current.call, "required_scope", None)
         if scope is not None:
             return str(scope)
-        pending.extend(dependant.dependencies)
+        pending.extend(current.dependencies)
     return None
 
 
+def operation_scope(operation: dict[str, Any]) -> str | None:
+    """The scope an OpenAPI operation declares: the scopes listed with its security schemes."""
+    scopes = {scope for requirement in operation.get("security", []) for names in requirement.values()
+              for scope in names}
+    return " ".join(sorted(scopes)) or None
+
+
+def operation_scopes(app: FastAPI) -> dict[tuple[str, str], str | None]:
+    """(METHOD, path) -> the scope it declares, for every operation in the app's OpenAPI schema."""
+    return {(method.upper(), path): operation_scope(operation)
+            for path, operations in app.openapi().get("paths", {}).items()
+            for method, operation in operations.items() if isinstance(operation, dict)}
+
+
 def document_scopes(app: FastAPI) -> None:
-    """Add each route's required scope to its OpenAPI operation (``x-required-scope`` and a line in the
-    description). Call once after all routes are included."""
+    """Spell each operation's scope out in OpenAPI: ``x-required-scope`` and a line in its description
+    (the scope is already in its ``security`` requirements)."""
     build: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = build()
-        for route in app.routes:
-            if not isinstance(route, APIRoute) or (scope := declared_scope(route)) is None:
-                continue
-            for method in route.methods or ():
-                operation = schema.get("paths", {}).get(route.path_format, {}).get(method.lower())
-                if operation is not None:
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                scope = operation_scope(operation) if isinstance(operation, dict) else None
+                if scope is not None:
                     operation["x-required-scope"] = scope
                     note = f"Requires scope `{scope}`."
                     operation["description"] = f"{operation.get('description', '')}\n\n{note}".strip()

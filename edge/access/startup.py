@@ -48,8 +48,9 @@ def check_startup(config: StationConfig, conn: sqlite3.Connection, host: str | N
                   config_path: Path | str | None = None) -> list[str]:
     """Lines to log at start; AccessConfigError when the API would listen beyond loopback with no way
     to administer it. ``host`` is the address actually bound (``run --host``), default ``api.host``;
-    ``config_path`` the station file, named in the message."""
+    ``config_path`` the station file named in the message (default: the file the config was read from)."""
     host = host or config.api.host
+    config_path = config_path or getattr(config, "source_path", None)
     scopes = anonymous_scopes(config.access, host)
     users, tokens = admin_credentials(conn)
     config_hint = f" --config {config_path}" if config_path else " --config FILE"
