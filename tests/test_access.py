@@ -94,7 +94,8 @@ class Env:
         return str(secret)
 
     def user(self, name: str, role: str, pin: str = PIN) -> None:
-        self.run(lambda conn: add_user(conn, "test", name, role, pin, self.access.hasher))
+        pin_hash = self.access.hasher.hash(pin)
+        self.run(lambda conn: add_user(conn, "test", name, role, pin_hash))
 
     def audit(self) -> list[sqlite3.Row]:
         return list(self.store.reader().execute("SELECT * FROM audit_log ORDER BY id"))
@@ -158,6 +159,8 @@ def test_user_and_token_changes_are_audited_without_secrets(env: Env) -> None:
         env.user("bob", "boss")
     with pytest.raises(AccessRecordError, match="not allowed"):
         env.user("bob smith", "operator")
+    with pytest.raises(AccessRecordError, match="never the PIN"):
+        env.run(lambda conn: add_user(conn, "test", "bob", "operator", PIN))
     secret = env.token("qms", "qms:read", expires_in=timedelta(hours=4))
     with pytest.raises(AccessRecordError, match="unknown scope"):
         env.token("x", "root")
@@ -292,7 +295,8 @@ def test_wrong_pin_and_unknown_user_both_run_argon2_and_say_the_same(env: Env) -
 
 def test_pins_are_rehashed_when_the_parameters_change(env: Env) -> None:
     old = PinHasher(HashParameters(time_cost=1, memory_kib=2048, parallelism=1))
-    env.run(lambda conn: add_user(conn, "test", "olga", "operator", PIN, old))
+    old_hash = old.hash(PIN)
+    env.run(lambda conn: add_user(conn, "test", "olga", "operator", old_hash))
     before = env.store.reader().execute("SELECT secret_hash FROM users").fetchone()[0]
     assert login(env, "olga").status_code == 200
     after = env.store.reader().execute("SELECT secret_hash FROM users").fetchone()[0]
@@ -430,6 +434,6 @@ def test_startup_refuses_beyond_loopback_until_an_admin_exists(tmp_path: Path) -
                                                     expires_at=datetime.now(UTC) - timedelta(hours=1)))
         with pytest.raises(AccessConfigError):  # an expired admin token administers nothing
             check_startup(config, conn)
-        in_transaction(conn, lambda c: add_user(c, "test", "root", "admin", PIN, hasher))
+        in_transaction(conn, lambda c: add_user(c, "test", "root", "admin", hasher.hash(PIN)))
         (line,) = check_startup(config, conn)
         assert "every request needs a token or a session" in line

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from edge.access.errors import AccessRecordError
+
 TOKEN_PREFIX = "ei_"
 MIN_PIN_LENGTH = 4
 MAX_PIN_LENGTH = 128
@@ -42,6 +44,7 @@ class PinHasher:
         self.verifications = 0
 
     def hash(self, pin: str) -> str:
+        """The argon2id hash of a PIN (AccessRecordError when it is too short); tens of ms."""
         check_pin(pin)
         with self._slots:
             return self._hasher.hash(pin)
@@ -61,10 +64,11 @@ class PinHasher:
 
 
 def check_pin(pin: str) -> str:
+    """The PIN, or AccessRecordError when it is too short or too long."""
     if len(pin) < MIN_PIN_LENGTH:
-        raise ValueError(f"a PIN or password needs at least {MIN_PIN_LENGTH} characters")
+        raise AccessRecordError(f"a PIN or password needs at least {MIN_PIN_LENGTH} characters")
     if len(pin) > MAX_PIN_LENGTH:
-        raise ValueError(f"a PIN or password may have at most {MAX_PIN_LENGTH} characters")
+        raise AccessRecordError(f"a PIN or password may have at most {MAX_PIN_LENGTH} characters")
     return pin
 
 

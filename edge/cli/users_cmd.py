@@ -92,10 +92,10 @@ def run_add(args: argparse.Namespace) -> int:
     config = config_from(args)
     pin = read_pin(args.pin_stdin)
     p = config.access.password_hash
-    hasher = PinHasher(HashParameters(p.time_cost, p.memory_kib, p.parallelism))
+    pin_hash = PinHasher(HashParameters(p.time_cost, p.memory_kib, p.parallelism)).hash(pin)  # before the lock
     actor = cli_actor()
     with station_database(config) as conn:
-        user = change(conn, lambda c: add_user(c, actor, args.name, args.role, pin, hasher))
+        user = change(conn, lambda c: add_user(c, actor, args.name, args.role, pin_hash))
     print(f"user {user.name} added with role {user.role}")
     return 0
 
