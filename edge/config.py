@@ -252,6 +252,8 @@ class StationConfig(_Section):
 
     # Folder the config file was read from; relative paths are resolved against it.
     base_dir: Path = Field(Path("."), exclude=True)
+    # The file itself (None when built in code), named in messages that tell what to run with --config.
+    source_path: Path | None = Field(None, exclude=True)
 
     @field_validator("sources")
     @classmethod
@@ -318,10 +320,11 @@ def load_config(path: Path | None = None) -> StationConfig:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, not {type(raw).__name__}")
-    if "base_dir" in raw:
-        raise ConfigError(f"{path}: key 'base_dir' is not allowed")
+    for internal in ("base_dir", "source_path"):
+        if internal in raw:
+            raise ConfigError(f"{path}: key '{internal}' is not allowed")
     try:
-        return StationConfig.model_validate({**raw, "base_dir": path.resolve().parent})
+        return StationConfig.model_validate({**raw, "base_dir": path.resolve().parent, "source_path": path.resolve()})
     except ValidationError as exc:
         raise ConfigError(describe_errors(path, exc)) from exc
 
@@ -355,7 +358,7 @@ def _allowed_keys(model: type[BaseModel], loc: list[Any]) -> list[str]:
             continue
         current = _model_in(field.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return [name for name in current.model_fields if name != "base_dir"]
+        return [name for name in current.model_fields if name not in ("base_dir", "source_path")]
     return []
 
 

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "TIFF": "tif"}
 
 
+class WrongModelKindError(ValueError):
+    """A model named for a modality it does not judge (a sound model for an image, ...)."""
+
+
 @dataclass(frozen=True)
 class Inspection:
     """A judged input and the Future of its stored verdict."""
@@ -100,7 +104,7 @@ class InspectionService:
     def judge_bytes(self, data: bytes, part: PartContext, model: str | None = None) -> Inspection:
         started = time.perf_counter()
         options = self.options(model)
-        self.models.vision(options.model or self.default_model)  # an unknown model fails before decoding
+        self.vision_inspector(options.model or self.default_model)  # an unknown model fails before decoding
         try:
             image = decode_image(data, self.max_pixels)
         except ImageError as exc:
@@ -113,8 +117,22 @@ class InspectionService:
                      late: bool = False, actuated: str | None = None) -> Inspection:
         return self._judge(pixels, part, options or self.options(), time.perf_counter(), None, late, actuated)
 
+    def vision_inspector(self, name: str) -> VisionInspector:
+        """The loaded vision model ``name`` (UnknownModelError; WrongModelKindError for a sound model)."""
+        try:
+            return self.models.vision(name)
+        except ValueError as exc:
+            raise WrongModelKindError(str(exc)) from exc
+
+    def acoustic_inspector(self, name: str) -> AcousticInspector:
+        """The loaded acoustic model ``name`` (UnknownModelError; WrongModelKindError for an image model)."""
+        try:
+            return self.models.acoustic(name)
+        except ValueError as exc:
+            raise WrongModelKindError(str(exc)) from exc
+
     def evaluate(self, pixels: npt.NDArray[np.uint8], options: JudgeOptions) -> tuple[VisionResult, dict[str, Any]]:
-        result, details = evaluate(self.models.vision(options.model or self.default_model), pixels, options)
+        result, details = evaluate(self.vision_inspector(options.model or self.default_model), pixels, options)
         for stage in ("quality", "model"):
             if stage in result.timings_ms:
                 self.metrics.stage_latency.labels(stage).observe(result.timings_ms[stage] / 1000.0)
@@ -148,7 +166,7 @@ class InspectionService:
                         image_path: Path | None, heatmap_path: Path | None, late: bool,
                         actuated: str | None) -> NewVerdict:
         return NewVerdict(
-            modality="vision", decision=result.decision,  # type: ignore[arg-type]
+            modality="vision", decision=result.decision,
             label=result.label, score=result.score, threshold=result.threshold, model_name=result.model_name,
             model_version=result.model_version, latency_ms=(time.perf_counter() - started) * 1000.0,
             reason=result.reason, image_ref=self.archive.ref(image_path), heatmap_ref=self.archive.ref(heatmap_path),
@@ -159,7 +177,7 @@ class InspectionService:
                       recipe: str | None = None) -> NewVerdict:
         """Judge a recording (INVALID with the reason for silence, clipping, a wrong rate, a dead device)."""
         started = time.perf_counter()
-        inspector = self.models.acoustic(model)
+        inspector = self.acoustic_inspector(model)
         result = inspector.judge(waveform, sample_rate)
         return self.acoustic_verdict(result, inspector, started, len(waveform) / sample_rate, sample_rate, recipe)
 

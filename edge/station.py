@@ -3,6 +3,7 @@ can act on (StartupError), and stopped without losing a queued verdict."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -12,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from edge.access import AccessConfigError, AccessControl, check_startup
 from edge.archive import ImageArchive
 from edge.config import ReplaySource, StationConfig
 from edge.inspection import InspectionService, quality_limits
@@ -22,6 +24,8 @@ from edge.microphone import ContinuousListener, build_microphone
 from edge.model_manager import ModelManager
 from edge.runner import SourceRunner
 from edge.store import VerdictStore
+from edge.store.chain import append_audit
+from edge.store.signing import StationKey
 from models.manifest import ManifestError
 from models.registry import ModelRegistry, UnknownModelError
 from vision.sources import FolderReplaySource, FrameSource
@@ -65,6 +69,8 @@ class Station:
         self.line: LinePipeline | None = None
         self.listener: ContinuousListener | None = None
         self.microphone: AudioSource | None = None
+        self.access: AccessControl | None = None
+        self.key: StationKey | None = None
         self._stopping = threading.Event()
 
     @property
@@ -79,6 +85,16 @@ class Station:
                                       cfg.storage.max_commit_batch, cfg.storage.sync)
         except (sqlite3.Error, RuntimeError) as exc:
             raise StartupError(f"cannot open the verdict database {cfg.database_path}: {exc}") from exc
+        try:
+            for line in check_startup(cfg, self.store.reader(), cfg.api.host, cfg.source_path):
+                log.warning(line)
+        except AccessConfigError as exc:
+            raise StartupError(str(exc)) from exc
+        self.access = AccessControl.from_config(cfg, self.store)
+        try:
+            self.key = StationKey.load_or_create(cfg.data_dir)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"the station key cannot be read or created: {exc}") from exc
         registry = ModelRegistry(cfg.data_dir / "models")
         registry.clean_staging()
         self.models = ModelManager(registry, cfg.models.threads, cfg.models.thresholds)
@@ -98,6 +114,7 @@ class Station:
                                             quality_limits(cfg.quality))
         self._load_acoustic_models()
         self.store.start()
+        self._audit_config()
         self.models.watch()
         microphone = self._build_microphone() if with_sources else None
         if microphone is not None and cfg.microphone is not None and cfg.microphone.mode == "continuous":
@@ -116,6 +133,22 @@ class Station:
         self.started_at = time.time()
         log.info("station %s started: %d model(s), %d source(s), database %s", self.id,
                  len(self.models.loaded()), len(self.runners), cfg.database_path)
+
+    def _audit_config(self) -> None:
+        """Audit the station file when it differs from the one the last start ran with."""
+        assert self.store is not None
+        current = self.config.model_dump(mode="json")
+
+        def operation(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT after FROM audit_log WHERE action = 'config_applied' ORDER BY id DESC"
+                               " LIMIT 1").fetchone()
+            before = None if row is None else json.loads(row[0])
+            if before != current:
+                changed = sorted(k for k in set(current) | set(before or {}) if (before or {}).get(k) != current.get(k))
+                append_audit(conn, "system", "config_applied", "config", self.id, before, current,
+                             {"file": str(self.config.source_path or ""), "changed_sections": changed})
+
+        self.store.submit(operation).result()
 
     def _load_acoustic_models(self) -> None:
         cfg = self.config

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .handshake import Alarm, Decision, HandshakeState, LineBridge, Result, StackLight, StackLightSetting, Trigger
+from .handshake import Alarm, HandshakeState, LineAnswer, LineBridge, Result, StackLight, StackLightSetting, Trigger
 
 if TYPE_CHECKING:
     from .deadline import DeadlineGuard
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Alarm",
     "DeadlineGuard",
-    "Decision",
+    "LineAnswer",
     "HandshakeState",
     "LineBridge",
     "ModbusClientBridge",

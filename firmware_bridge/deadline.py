@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from .handshake import (
     AlarmHandler,
-    Decision,
+    LineAnswer,
     LineBridge,
     RecipeHandler,
     Result,
@@ -34,7 +34,7 @@ class DeadlineGuard:
         bridge: LineBridge,
         deadline_s: float,
         *,
-        failsafe: Decision = "FAILSAFE",
+        failsafe: LineAnswer = "FAILSAFE",
         on_late: Callable[[Result], None] | None = None,
     ) -> None:
         if deadline_s <= 0:

@@ -26,13 +26,13 @@ from typing import Literal, Protocol
 
 log = logging.getLogger(__name__)
 
-Decision = Literal["OK", "NG", "INVALID", "FAILSAFE"]
+LineAnswer = Literal["OK", "NG", "INVALID", "FAILSAFE"]  # what goes to the reject gate: a decision, or the fail-safe
 StackLight = Literal["off", "green", "amber", "red"]
 StackLightSetting = Literal["off", "green", "amber", "red", "auto"]  # auto: red on error/stop/link down, etc.
 
 SEQ_MODULO = 1 << 16
 DECISION_CODES: dict[str, int] = {"OK": 1, "NG": 2, "INVALID": 3, "FAILSAFE": 4}
-CODE_DECISIONS: dict[int, Decision] = {1: "OK", 2: "NG", 3: "INVALID", 4: "FAILSAFE"}
+CODE_DECISIONS: dict[int, LineAnswer] = {1: "OK", 2: "NG", 3: "INVALID", 4: "FAILSAFE"}
 STACK_LIGHT_CODES: dict[str, int] = {"off": 0, "green": 1, "amber": 2, "red": 3}
 CODE_STACK_LIGHTS: dict[int, StackLight] = {0: "off", 1: "green", 2: "amber", 3: "red"}
 
@@ -80,7 +80,7 @@ class Result:
     """The verdict for one trigger. `late` marks a FAILSAFE sent because the verdict missed its deadline."""
 
     seq: int
-    decision: Decision
+    decision: LineAnswer
     late: bool = False
 
     def __post_init__(self) -> None:

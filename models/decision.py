@@ -10,6 +10,10 @@ import numpy.typing as npt
 
 from models.manifest import Manifest
 
+Decision = Literal["OK", "NG", "INVALID"]
+"""The one verdict decision of the project: OK, NG, or INVALID (not judged; the reason says why)."""
+DECISIONS: tuple[Decision, ...] = ("OK", "NG", "INVALID")
+
 
 @dataclass(frozen=True)
 class Judgement:

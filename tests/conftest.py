@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from support import LiveService, free_port, write_station_config
+from support import LiveService, bearer, free_port, write_station_config
 
 from edge.api.app import create_app
 from edge.config import load_config
@@ -27,8 +27,19 @@ def station(station_config: Path) -> Iterator[Station]:
 
 @pytest.fixture
 def client(station: Station) -> Iterator[TestClient]:
-    with TestClient(create_app(station)) as test_client:
+    with TestClient(create_app(station), base_url="http://127.0.0.1") as test_client:
         yield test_client
+
+
+@pytest.fixture
+def operator_headers(station: Station) -> dict[str, str]:
+    """A bearer token with the operator scope (and what it implies)."""
+    return bearer(station, "test-operator", ["operator"])
+
+
+@pytest.fixture
+def admin_headers(station: Station) -> dict[str, str]:
+    return bearer(station, "test-admin", ["admin"])
 
 
 @pytest.fixture

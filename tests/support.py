@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -20,6 +21,9 @@ from PIL import Image
 os.environ.setdefault("PYLON_CAMEMU", "1")  # pypylon's camera emulator; read at its first enumeration
 
 from modelkit import dark_part, make_brightness_model
+
+from edge.access import create_token
+from edge.station import Station
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
@@ -46,6 +50,21 @@ def pil_bytes(image: Image.Image, fmt: str) -> bytes:
     out = io.BytesIO()
     image.save(out, format=fmt)
     return out.getvalue()
+
+
+def bearer(station: Station, name: str, scopes: list[str]) -> dict[str, str]:
+    """Authorization headers of a new API token of a running station (created through its own store)."""
+    assert station.store is not None
+    _, secret = station.store.submit(lambda conn: create_token(conn, "test", name, scopes)).result()
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def cli_token(config: Path, name: str, *scopes: str) -> dict[str, str]:
+    """Authorization headers of a token made with `edge-inspect tokens create` on a station file."""
+    args = [arg for scope in scopes for arg in ("--scope", scope)]
+    out = subprocess.run([*EDGE_INSPECT, "tokens", "create", "--name", name, *args, "--json", "--config", str(config)],
+                         check=True, capture_output=True, text=True, cwd=PROJECT_ROOT).stdout
+    return {"Authorization": f"Bearer {json.loads(out)['token']}"}
 
 
 def write_station_config(folder: Path, **overrides: object) -> Path:

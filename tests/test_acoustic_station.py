@@ -27,6 +27,7 @@ from acoustic.training import train_acoustic_model
 from edge.api.app import create_app
 from edge.config import load_config
 from edge.station import Station
+from edge.store import Verdict
 from models.manifest import read_manifest
 from models.registry import ModelRegistry
 
@@ -74,7 +75,7 @@ def sound_station(tmp_path: Path, hum_model: Path) -> Iterator[Station]:
 
 def test_acoustic_api_judges_and_never_calls_bad_audio_ok(sound_station: Station,
                                                            clips: dict[str, list[Path]]) -> None:
-    with TestClient(create_app(sound_station)) as client:
+    with TestClient(create_app(sound_station), base_url="http://127.0.0.1") as client:
         def post(data: bytes, content_type: str = "audio/wav") -> Any:
             return client.post(ACOUSTIC, content=data, headers={"content-type": content_type}, params={"serial": "M1"})
 
@@ -119,10 +120,10 @@ def test_continuous_listening_stores_windows_and_raises_the_k_of_n_alarm(
         while time.monotonic() < deadline and not station.store.alarms(active_only=True):
             time.sleep(0.2)
         windows = station.store.verdicts_since(0, 100)
-        assert len(windows) >= 2 and {w["modality"] for w in windows} == {"acoustic"}
-        assert all(w["decision"] == "NG" and w["source"] == "mic:mic1" for w in windows)
+        assert len(windows) >= 2 and {w.modality for w in windows} == {"acoustic"}
+        assert all(w.decision == "NG" and w.source == "mic:mic1" for w in windows)
         alarm = station.store.alarms(active_only=True)[0]
-        assert alarm["kind"] == "acoustic_anomaly" and alarm["severity"] == "critical"
+        assert alarm.kind == "acoustic_anomaly" and alarm.severity == "critical"
     finally:
         station.stop()
 
@@ -161,17 +162,17 @@ def test_a_part_judged_by_camera_and_microphone_gets_one_decision(
         assert station.store is not None
         time.sleep(0.3)
         verdicts = station.store.verdicts_since(0, 100)
-        by_part: dict[int, dict[str, dict[str, Any]]] = {}
+        by_part: dict[int, dict[str, Verdict]] = {}
         for verdict in verdicts:
-            by_part.setdefault(verdict["part_id"], {})[verdict["modality"]] = verdict
+            by_part.setdefault(verdict.part_id, {})[verdict.modality] = verdict
         assert len(by_part) == 10 and all(set(v) == {"vision", "acoustic"} for v in by_part.values())
-        decisions = {p["id"]: p["decision"] for p in station.store._reader().query("SELECT id, decision FROM parts")}
+        decisions = {p["id"]: p["decision"] for p in station.store.reader().execute("SELECT id, decision FROM parts")}
         for part_id, verdict in by_part.items():
-            vision, recipe = verdict["vision"]["decision"], verdict["vision"]["recipe"]
+            vision, recipe = verdict["vision"].decision, verdict["vision"].recipe
             expected = {"listen": "NG", "shadow": vision, "too-short": "NG" if vision == "NG" else "INVALID"}[recipe]
             assert decisions[part_id] == expected, (recipe, verdict)
-        too_short = [v["acoustic"] for v in by_part.values() if v["acoustic"]["recipe"] == "too-short"]
-        assert all(v["decision"] == "INVALID" and "short" in v["reason"] for v in too_short)
+        too_short = [v["acoustic"] for v in by_part.values() if v["acoustic"].recipe == "too-short"]
+        assert all(v.decision == "INVALID" and "short" in (v.reason or "") for v in too_short)
     finally:
         station.stop()
 
@@ -208,11 +209,11 @@ def play_a_fault_until_ng(mic: VirtualMicrophone, station: Station, wav: Path, f
     player = mic.play(wav, wait=False)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not any(
-            v["decision"] == "NG" for v in station.store.verdicts_since(0, 1000)):
+            v.decision == "NG" for v in station.store.verdicts_since(0, 1000)):
         time.sleep(0.2)
     player.terminate()
     player.wait(10)
-    return [v["decision"] for v in station.store.verdicts_since(0, 1000)]
+    return [v.decision for v in station.store.verdicts_since(0, 1000)]
 
 
 def test_station_listens_to_a_real_microphone(tmp_path: Path, hum_model: Path) -> None:
@@ -234,8 +235,8 @@ def test_a_microphone_that_does_not_answer_at_start_up_is_alarmed_and_listened_t
         while time.monotonic() < deadline and not station.store.alarms(active_only=True):
             time.sleep(0.2)
         alarms = station.store.alarms(active_only=True)
-        assert [a["kind"] for a in alarms] == ["microphone_unavailable"], alarms
-        assert "cannot open the microphone" in alarms[0]["message"]
+        assert [a.kind for a in alarms] == ["microphone_unavailable"], alarms
+        assert "cannot open the microphone" in alarms[0].message
         mic.thaw()
         decisions = play_a_fault_until_ng(mic, station, tmp_path / "fault.wav", 300, 8, timeout_s=60)
         assert "NG" in decisions, decisions  # heard once the server answers

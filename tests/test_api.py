@@ -160,31 +160,75 @@ def test_verdict_paging_is_stable_and_complete(client: TestClient) -> None:
     assert client.get("/api/v1/verdicts/999999").status_code == 404
 
 
-def test_override_batches_alarms_and_audit(client: TestClient, station: Station) -> None:
-    batch = client.post("/api/v1/batches", json={"lot": "L-42", "product": "tile-A", "operator": "ann"})
-    assert batch.status_code == 201
+def test_override_batches_alarms_and_audit_record_the_authenticated_actor(
+        client: TestClient, station: Station, operator_headers: dict[str, str]) -> None:
+    """Operator changes need a credential; the recorded actor is the token's identity, never a body field."""
+    assert client.post("/api/v1/batches", json={"lot": "L-42"}).status_code == 401
+    forged = client.post("/api/v1/batches", json={"lot": "L-42", "operator": "ann"}, headers=operator_headers)
+    assert forged.status_code == 422, "an 'operator' field is not accepted any more"
+    batch = client.post("/api/v1/batches", json={"lot": "L-42", "product": "tile-A"}, headers=operator_headers)
+    assert batch.status_code == 201 and batch.json()["operator"] == "token:test-operator"
     batch_id = batch.json()["id"]
+    again = client.post("/api/v1/batches", json={"lot": "L-43"}, headers=operator_headers)
+    assert again.status_code == 409 and "still open" in again.json()["error"]["message"]
     verdict = client.post(VISION, content=jpeg(spot=True), headers={"content-type": "image/jpeg"}).json()
     assert verdict["batch_id"] == batch_id, "parts go into the station's open batch"
-    override = client.post(f"/api/v1/verdicts/{verdict['id']}/override",
-                           json={"decision": "OK", "operator": "ann", "reason": "dust, wiped"})
-    assert override.status_code == 200
+    path = f"/api/v1/verdicts/{verdict['id']}/override"
+    assert client.post(path, json={"decision": "OK"}).status_code == 401
+    override = client.post(path, json={"decision": "OK", "reason": "dust, wiped"}, headers=operator_headers)
+    assert override.status_code == 200 and override.json()["operator"] == "token:test-operator"
     record = client.get(f"/api/v1/verdicts/{verdict['id']}").json()
-    assert record["decision"] == "NG" and record["override_decision"] == "OK" and record["override_operator"] == "ann"
-    assert client.post("/api/v1/verdicts/999999/override", json={"decision": "OK", "operator": "a"}).status_code == 404
-    assert client.post(f"/api/v1/verdicts/{verdict['id']}/override", json={"decision": "MAYBE", "operator": "a"}
-                       ).status_code == 422
-    closed = client.post(f"/api/v1/batches/{batch_id}/close", json={"operator": "ann"})
-    assert closed.status_code == 200 and closed.json()["closed_at"]
-    assert client.post(f"/api/v1/batches/{batch_id}/close", json={"operator": "ann"}).status_code == 409
+    assert record["decision"] == "NG", "the acknowledged verdict itself never changes"
+    assert record["override_decision"] == "OK" and record["override_operator"] == "token:test-operator"
+    assert client.post("/api/v1/verdicts/999999/override", json={"decision": "OK"},
+                       headers=operator_headers).status_code == 404
+    assert client.post(path, json={"decision": "MAYBE"}, headers=operator_headers).status_code == 422
+    closed = client.post(f"/api/v1/batches/{batch_id}/close", headers=operator_headers)
+    assert closed.status_code == 200 and closed.json()["closed_by"] == "token:test-operator"
+    assert client.post(f"/api/v1/batches/{batch_id}/close", headers=operator_headers).status_code == 409
+    assert client.post("/api/v1/batches/99999/close", headers=operator_headers).status_code == 404
 
     assert station.store is not None
     alarm_id = station.store.raise_alarm("camera_lost", "camera 1 stopped sending frames", "critical").result()
     assert [a["id"] for a in client.get("/api/v1/alarms?active_only=true").json()] == [alarm_id]
-    assert client.post(f"/api/v1/alarms/{alarm_id}/ack", json={"operator": "bob"}).json()["acknowledged_by"] == "bob"
+    acked = client.post(f"/api/v1/alarms/{alarm_id}/ack", headers=operator_headers).json()
+    assert acked["acknowledged_by"] == "token:test-operator"
     assert client.get("/api/v1/alarms?active_only=true").json() == []
-    actions = [entry["action"] for entry in station.store.audit_log()]
-    assert {"open_batch", "override", "close_batch", "acknowledge_alarm"} <= set(actions)
+    trail = client.get("/api/v1/audit?limit=1000").json()["items"]
+    by_action = {entry["action"]: entry for entry in trail}
+    assert {"batch_opened", "verdict_overridden", "batch_closed", "alarm_raised", "alarm_acknowledged",
+            "token_created", "config_applied"} <= set(by_action)
+    assert by_action["verdict_overridden"]["before"] == {"decision": "NG", "label": "defect"}
+    assert by_action["verdict_overridden"]["after"]["decision"] == "OK"
+    assert by_action["batch_closed"]["actor"] == "token:test-operator"
+    assert [e["id"] for e in trail] == sorted(e["id"] for e in trail)
+    assert [e["at"] for e in trail] == sorted(e["at"] for e in trail), "id order is time order"
+
+
+def test_a_lot_given_with_one_part_stays_with_that_part(client: TestClient, station: Station) -> None:
+    """Posting one image with ?batch=LOT-7 must not move later parts of the station into LOT-7."""
+    tagged = client.post(f"{VISION}?batch=LOT-7&serial=A1", content=jpeg(), headers={"content-type": "image/jpeg"})
+    assert tagged.status_code == 200 and tagged.json()["batch_id"] is None
+    assert client.get(f"/api/v1/verdicts/{tagged.json()['id']}").json()["lot"] == "LOT-7"
+    later = client.post(VISION, content=jpeg(), headers={"content-type": "image/jpeg"}).json()
+    assert client.get(f"/api/v1/verdicts/{later['id']}").json()["lot"] is None
+    assert client.get("/api/v1/batches").json() == [], "no batch was opened by a judged part"
+
+
+def test_out_of_range_ids_and_wrong_kind_models_are_4xx_never_500(
+        client: TestClient, operator_headers: dict[str, str]) -> None:
+    huge = 272592551830446583138658192688632823808
+    for path in (f"/api/v1/verdicts/{huge}", f"/api/v1/verdicts/{huge}/image", f"/api/v1/batches/{huge}",
+                 f"/api/v1/verdicts/{-1}"):
+        response = client.get(path)
+        assert response.status_code == 404, (path, response.text)
+        assert response.json()["error"]["code"] == "not_found"
+    assert client.get("/api/v1/verdicts?since=380515429078716055552").json()["items"] == []
+    assert client.get(f"/api/v1/audit?since={huge}").json()["items"] == []
+    for path in (f"/api/v1/verdicts/{huge}/override", f"/api/v1/batches/{huge}/close", f"/api/v1/alarms/{huge}/ack"):
+        body = {"decision": "OK"} if "override" in path else None
+        response = client.post(path, json=body, headers=operator_headers)
+        assert response.status_code == 404, (path, response.text)
 
 
 def test_health_models_metrics_and_openapi(client: TestClient) -> None:

@@ -56,9 +56,9 @@ def test_models_list_promote_rollback_and_db_helpers(tmp_path: Path) -> None:
     assert run_cli("models", "promote", "--config", str(config), "bright-spot", "9").returncode == 2
 
     assert run_cli("db", "info", "--config", str(config)).returncode == 2  # no database before first start
-    assert "applied migrations [1, 2]" in run_cli("db", "migrate", "--config", str(config)).stdout
+    assert "applied migrations [1, 2, 3]" in run_cli("db", "migrate", "--config", str(config)).stdout
     info = json.loads(run_cli("db", "info", "--config", str(config)).stdout)
-    assert info["schema_version"] == 2 and info["rows"]["verdicts"] == 0
+    assert info["schema_version"] == 3 and info["rows"]["verdicts"] == 0
     backup = tmp_path / "copy.db"
     assert run_cli("db", "backup", "--config", str(config), str(backup)).returncode == 0 and backup.is_file()
     assert run_cli("db", "export", "--config", str(config)).stdout == ""
@@ -66,7 +66,8 @@ def test_models_list_promote_rollback_and_db_helpers(tmp_path: Path) -> None:
 
 def test_help_for_every_command() -> None:
     for command in (["--help"], ["run", "--help"], ["verdict", "--help"], ["config", "check", "--help"],
-                    ["db", "--help"], ["models", "--help"]):
+                    ["db", "--help"], ["models", "--help"], ["audit", "--help"], ["audit", "verify", "--help"],
+                    ["users", "--help"], ["tokens", "--help"], ["tokens", "create", "--help"]):
         assert run_cli(*command).returncode == 0
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from modelkit import dark_part
-from support import free_port, write_station_config
+from support import bearer, free_port, write_station_config
 
 from edge.api.app import create_app
 from edge.config import load_config
@@ -75,26 +75,28 @@ def test_every_trigger_gets_one_result_and_a_traceable_verdict(line_station: tup
         "the emulator alternates good parts and parts with a spot"
     stored = settle(station, 40)
     assert len(stored) == 40
-    assert sorted(r["serial"] for r in stored) == [f"SN{i:06d}" for i in range(1, 41)]
-    assert {r["lot"] for r in stored} == {"LOT-A"} and {r["recipe"] for r in stored} == {"standard"}
-    assert len({r["trigger_seq"] for r in stored}) == 40
-    assert all(r["actuated"] == r["decision"] and r["late"] == 0 for r in stored)
-    assert all(r["source"] == "line:cam1" and r["model_name"] == "bright-spot" for r in stored)
+    assert sorted(r.serial for r in stored) == [f"SN{i:06d}" for i in range(1, 41)]
+    assert {r.lot for r in stored} == {"LOT-A"} and {r.recipe for r in stored} == {"standard"}
+    assert len({r.trigger_seq for r in stored}) == 40
+    assert all(r.actuated == r.decision and not r.late for r in stored)
+    assert all(r.source == "line:cam1" and r.model_name == "bright-spot" for r in stored)
 
 
 def test_recipe_changes_apply_from_the_next_part(line_station: tuple[Station, str]) -> None:
     station, address = line_station
     run_simulation("modbus", address, parts=4, rate_hz=20, timeout_s=20, recipe=0)
-    with TestClient(create_app(station)) as client:
-        assert client.post("/api/v1/line/recipe", json={"number": 2, "operator": "ann"}).status_code == 200
-        assert client.post("/api/v1/line/recipe", json={"number": 9, "operator": "ann"}).status_code == 404
+    with TestClient(create_app(station), base_url="http://127.0.0.1") as client:
+        operator = bearer(station, "ann", ["operator"])
+        assert client.post("/api/v1/line/recipe", json={"number": 2}).status_code == 401
+        assert client.post("/api/v1/line/recipe", json={"number": 2}, headers=operator).status_code == 200
+        assert client.post("/api/v1/line/recipe", json={"number": 9}, headers=operator).status_code == 404
         assert client.get("/api/v1/line").json()["recipe"] == {"number": 2, "name": "strict"}
     strict = run_simulation("modbus", address, parts=4, rate_hz=20, timeout_s=20, recipe=0)
     assert strict.decisions == {"OK": 4}, "recipe 2's threshold passes every part"
     run_simulation("modbus", address, parts=4, rate_hz=20, timeout_s=20, recipe=1)  # chosen per trigger by the PLC
     stored = settle(station, 12)
-    assert [r["recipe"] for r in stored] == ["standard"] * 4 + ["strict"] * 4 + ["standard"] * 4
-    assert any(e["action"] == "select_recipe" for e in station.store.audit_log())  # type: ignore[union-attr]
+    assert [r.recipe for r in stored] == ["standard"] * 4 + ["strict"] * 4 + ["standard"] * 4
+    assert any(e.action == "recipe_selected" for e in station.store.audit_log())  # type: ignore[union-attr]
 
 
 def test_deadline_misses_get_the_failsafe_on_time_and_are_stored_as_late(tmp_path: Path) -> None:
@@ -110,7 +112,7 @@ def test_deadline_misses_get_the_failsafe_on_time_and_are_stored_as_late(tmp_pat
         stored = settle(station, 10)
         time.sleep(0.3)  # the late marks follow the verdicts
         stored = rows(station)
-        assert len(stored) == 10 and all(r["late"] == 1 and r["actuated"] == "FAILSAFE" for r in stored)
+        assert len(stored) == 10 and all(r.late and r.actuated == "FAILSAFE" for r in stored)
     finally:
         station.stop()
 
@@ -125,11 +127,11 @@ def test_trigger_storm_is_answered_completely_with_failsafe_for_overload(tmp_pat
         assert (report.triggers, report.verdicts, report.lost, report.duplicated) == (150, 150, 0, 0)
         assert report.decisions.get("FAILSAFE", 0) > 0, "a 1-deep queue cannot absorb a storm"
         stored = settle(station, 150)
-        assert len(stored) == 150 and len({r["trigger_seq"] for r in stored}) == 150
-        overloaded = [r for r in stored if r["label"] == "overload"]
-        assert overloaded and all(r["decision"] == "INVALID" and r["actuated"] == "FAILSAFE" for r in overloaded)
+        assert len(stored) == 150 and len({r.trigger_seq for r in stored}) == 150
+        overloaded = [r for r in stored if r.label == "overload"]
+        assert overloaded and all(r.decision == "INVALID" and r.actuated == "FAILSAFE" for r in overloaded)
         assert station.line is not None and station.line.counters["overload"] == len(overloaded)
-        assert any(a["kind"] == "trigger_overload" for a in station.store.alarms())  # type: ignore[union-attr]
+        assert any(a.kind == "trigger_overload" for a in station.store.alarms())  # type: ignore[union-attr]
     finally:
         station.stop()
 
@@ -145,9 +147,9 @@ def test_camera_that_sends_no_frames_gives_invalid_failsafe_and_an_alarm(tmp_pat
         report = run_simulation("modbus", f"127.0.0.1:{port}", parts=3, rate_hz=5, timeout_s=20)
         assert report.decisions == {"FAILSAFE": 3} and report.lost == 0
         stored = settle(station, 3)
-        assert [r["label"] for r in stored] == ["camera_timeout"] * 3
-        assert all(r["decision"] == "INVALID" and "no frame" in r["reason"] for r in stored)
-        assert "camera_timeout" in {a["kind"] for a in station.store.alarms()}  # type: ignore[union-attr]
+        assert [r.label for r in stored] == ["camera_timeout"] * 3
+        assert all(r.decision == "INVALID" and "no frame" in r.reason for r in stored)
+        assert "camera_timeout" in {a.kind for a in station.store.alarms()}  # type: ignore[union-attr]
     finally:
         station.stop()
 
@@ -159,7 +161,7 @@ def test_blank_camera_frames_are_invalid_not_ok(tmp_path: Path) -> None:
     try:
         report = run_simulation("modbus", f"127.0.0.1:{port}", parts=4, rate_hz=10, timeout_s=20)
         assert report.decisions == {"INVALID": 4}
-        assert all("blank" in r["reason"] for r in settle(station, 4))
+        assert all("blank" in r.reason for r in settle(station, 4))
     finally:
         station.stop()
 
@@ -186,13 +188,19 @@ def test_stop_line_turns_the_stack_light_red_and_sets_the_stop_bit(line_station:
 
     try:
         wait_for(lambda status, light: status & ST_READY and light == 1)  # ready, green
-        with TestClient(create_app(station)) as client:
-            client.post("/api/v1/line/stop", json={"operator": "ann", "reason": "jam at the gate"})
+        with TestClient(create_app(station), base_url="http://127.0.0.1") as client:
+            refused = client.post("/api/v1/line/stop", json={"reason": "anyone on the network"})
+            assert refused.status_code == 401
+            operator = bearer(station, "shift-lead", ["operator"])
+            client.post("/api/v1/line/stop", json={"reason": "jam at the gate"}, headers=operator)
             status, _ = wait_for(lambda status, light: status & ST_STOP_LINE and light == 3)
             assert not status & ST_READY
-            client.post("/api/v1/line/resume", json={"operator": "ann"})
+            client.post("/api/v1/line/resume", json={}, headers=operator)
             alarm = next(a for a in client.get("/api/v1/alarms").json() if a["kind"] == "line_stopped")
-            client.post(f"/api/v1/alarms/{alarm['id']}/ack", json={"operator": "ann"})
+            assert alarm["cleared_at"] is not None, "releasing the stop clears its alarm"
+            trail = client.get("/api/v1/audit").json()["items"]
+            stops = [(e["action"], e["actor"]) for e in trail if e["entity"] == "line"]
+            assert stops == [("line_stopped", "token:shift-lead"), ("line_resumed", "token:shift-lead")]
             wait_for(lambda status, light: not status & ST_STOP_LINE and light == 1)
     finally:
         plc.close()
@@ -214,7 +222,7 @@ def test_serial_link_over_a_pty_pair(tmp_path: Path) -> None:
             report = run_simulation("serial", plc_end, parts=20, rate_hz=20, timeout_s=30, lot="LOT-S")
             assert (report.verdicts, report.lost, report.duplicated, report.late) == (20, 0, 0, 0)
             stored = settle(station, 20)
-            assert {r["lot"] for r in stored} == {"LOT-S"} and len(stored) == 20
+            assert {r.lot for r in stored} == {"LOT-S"} and len(stored) == 20
         finally:
             station.stop()
     finally:

@@ -6,12 +6,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge.api import line, operations, verdicts
+from edge.access import QMS_READ
+from edge.access import install as install_access
+from edge.api import audit, line, operations, verdicts
 from edge.api.errors import install_error_handlers
 from edge.metrics import StationMetrics
 from edge.station import Station
@@ -59,14 +61,20 @@ def create_app(station: Station, stop_station_on_shutdown: bool = False) -> Fast
                 station.stop()
                 log.info("station %s stopped", station.id)
 
+    access = station.access
+    if access is None:
+        raise RuntimeError("create_app needs a started station (station.start() sets up its access control)")
     app = FastAPI(title="edge-inspect", version="0.1.0", lifespan=lifespan,
-                  description="Edge inspection appliance: judge images, read verdicts, run batches.")
+                  description="Edge inspection appliance: judge images, read verdicts, run batches. Every route "
+                              "declares the scope it needs; send `Authorization: Bearer <token>` "
+                              "(`edge-inspect tokens create`) or log in for a session (POST /api/v1/session).")
     install_error_handlers(app)
-    app.include_router(verdicts.build_router(station))
-    app.include_router(operations.build_router(station))
-    app.include_router(line.build_router(station))
+    app.include_router(verdicts.build_router(station, access))
+    app.include_router(operations.build_router(station, access))
+    app.include_router(line.build_router(station, access))
+    app.include_router(audit.build_router(station, access))
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(access.requires(QMS_READ))])
     async def metrics() -> Response:
         store = station.store
         if store is not None:
@@ -76,5 +84,6 @@ def create_app(station: Station, stop_station_on_shutdown: bool = False) -> Fast
             station.metrics.model_info.labels(name).set(inspector.version)
         return Response(generate_latest(station.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    install_access(app, access)  # Host and cross-site guard, session routes, scopes in OpenAPI
     app.add_middleware(RequestCounter, metrics=station.metrics)
     return app

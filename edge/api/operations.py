@@ -6,20 +6,21 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from edge.access import OPERATOR, QMS_READ, AccessControl, Identity
 from edge.api.errors import ApiError
-from edge.api.schemas import BatchOpenRequest, ErrorResponse, Health, OperatorRequest
+from edge.api.schemas import ERROR_RESPONSES, AlarmRecord, BatchOpenRequest, BatchRecord, Health
 from edge.station import Station
-from edge.store import StoreError, VerdictStore
-
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (404, 409, 422, 503)}
+from edge.store import NotFoundError, VerdictStore
 
 
-def build_router(station: Station) -> APIRouter:
-    router = APIRouter(prefix="/api/v1")
+def build_router(station: Station, access: AccessControl) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
+    reader = Depends(access.requires(QMS_READ))
+    operator = access.requires(OPERATOR)
 
     def store() -> VerdictStore:
         if station.store is None:
@@ -27,7 +28,8 @@ def build_router(station: Station) -> APIRouter:
         return station.store
 
     @router.get("/health", response_model=Health, tags=["operations"],
-                responses={503: {"model": Health}}, summary="Ready only when models are loaded and the store writable")
+                responses={503: {"model": Health, "description": "Not ready: a check failed."}},
+                summary="Ready only when models are loaded and the store writable (no credential needed)")
     async def health() -> JSONResponse:
         ready, checks = station.ready()
         body = Health(status="ready" if ready else "not_ready", station=station.id,
@@ -35,40 +37,47 @@ def build_router(station: Station) -> APIRouter:
                       checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
-    @router.get("/batches", tags=["batches"], summary="Recent batches, newest first")
+    @router.get("/batches", tags=["batches"], response_model=list[BatchRecord], dependencies=[reader],
+                summary="Recent batches, newest first")
     async def list_batches(open_only: bool = False,
-                           limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
-        return await run_in_threadpool(store().batches, open_only, limit)
+                           limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[BatchRecord]:
+        rows = await run_in_threadpool(store().batches, open_only, limit)
+        return [BatchRecord.model_validate(row) for row in rows]
 
-    @router.post("/batches", tags=["batches"], status_code=201, responses=_ERRORS,
-                 summary="Start a batch (closes the station's open one)")
-    async def open_batch(body: BatchOpenRequest) -> dict[str, Any]:
-        future = store().open_batch(body.lot, station.id, body.product, body.recipe, body.operator, body.note)
-        return await asyncio.wrap_future(future)
+    @router.get("/batches/{batch_id}", tags=["batches"], response_model=BatchRecord, dependencies=[reader],
+                summary="One batch")
+    async def get_batch(batch_id: int) -> BatchRecord:
+        batch = await run_in_threadpool(store().batch, batch_id)
+        if batch is None:
+            raise NotFoundError(f"batch {batch_id} does not exist")
+        return BatchRecord.model_validate(batch)
 
-    @router.post("/batches/{batch_id}/close", tags=["batches"], responses=_ERRORS,
-                 summary="End a batch")
-    async def close_batch(batch_id: int, body: OperatorRequest) -> dict[str, Any]:
-        try:
-            return await asyncio.wrap_future(store().close_batch(batch_id, body.operator))
-        except StoreError as exc:
-            status = 404 if "does not exist" in str(exc) else 409
-            raise ApiError(status, "not_found" if status == 404 else "conflict", str(exc)) from exc
+    @router.post("/batches", tags=["batches"], status_code=201, response_model=BatchRecord,
+                 summary="Start a batch on this station",
+                 description="Refused (409) while the station has an open batch: close it first. Parts judged "
+                             "while it is open belong to it. Audited under the logged-in identity.")
+    async def open_batch(body: BatchOpenRequest, identity: Identity = Depends(operator)) -> BatchRecord:
+        future = store().open_batch(body.lot, station.id, identity.actor, body.product, body.recipe, body.note)
+        return BatchRecord.model_validate(await asyncio.wrap_future(future))
 
-    @router.get("/alarms", tags=["alarms"], summary="Alarms, newest first")
+    @router.post("/batches/{batch_id}/close", tags=["batches"], response_model=BatchRecord, summary="End a batch")
+    async def close_batch(batch_id: int, identity: Identity = Depends(operator)) -> BatchRecord:
+        return BatchRecord.model_validate(await asyncio.wrap_future(store().close_batch(batch_id, identity.actor)))
+
+    @router.get("/alarms", tags=["alarms"], response_model=list[AlarmRecord], dependencies=[reader],
+                summary="Alarms, newest first")
     async def list_alarms(active_only: bool = False,
-                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
-        return await run_in_threadpool(store().alarms, active_only, limit)
+                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AlarmRecord]:
+        rows = await run_in_threadpool(store().alarms, active_only, limit)
+        return [AlarmRecord.model_validate(row) for row in rows]
 
-    @router.post("/alarms/{alarm_id}/ack", tags=["alarms"], responses=_ERRORS,
+    @router.post("/alarms/{alarm_id}/ack", tags=["alarms"], response_model=AlarmRecord,
                  summary="Acknowledge an alarm")
-    async def acknowledge(alarm_id: int, body: OperatorRequest) -> dict[str, Any]:
-        try:
-            return await asyncio.wrap_future(store().acknowledge_alarm(alarm_id, body.operator))
-        except StoreError as exc:
-            raise ApiError(404, "not_found", str(exc)) from exc
+    async def acknowledge(alarm_id: int, identity: Identity = Depends(operator)) -> AlarmRecord:
+        alarm = await asyncio.wrap_future(store().acknowledge_alarm(alarm_id, identity.actor))
+        return AlarmRecord.model_validate(alarm)
 
-    @router.get("/models", tags=["models"], summary="Loaded models and their manifests")
+    @router.get("/models", tags=["models"], dependencies=[reader], summary="Loaded models and their manifests")
     async def list_models() -> list[dict[str, Any]]:
         loaded = station.models.loaded() if station.models else {}
         return [

@@ -17,6 +17,22 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": description} for code, description in (
+        (400, "The input is not acceptable (corrupt image, not audio, malformed form); the body says why."),
+        (401, "No credential, or one that is unknown, expired, revoked or forged."),
+        (403, "The credential lacks the scope this route needs (named), or a CSRF / cross-site refusal."),
+        (404, "No such record or model."),
+        (409, "The record's state forbids the change (e.g. a batch already closed)."),
+        (413, "The upload is larger than api.max_upload_mb."),
+        (415, "The content type or image format is not accepted."),
+        (422, "A field is malformed or out of range; the body names it."),
+        (429, "Too many failed logins; retry after the Retry-After seconds."),
+        (503, "The station, its store or its model is not available right now."),
+    )
+}
+
+
 class ModelRef(BaseModel):
     name: str | None
     version: int | None
@@ -50,35 +66,40 @@ class VerdictCreated(BaseModel):
 
 
 class VerdictRecord(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
-    id: int
+    """A stored verdict: never changed once acknowledged; overrides and late answers are records beside it."""
+
+    model_config = ConfigDict(protected_namespaces=(), from_attributes=True)
+    id: int = Field(description="Verdict id; ids grow in commit order.")
     part_id: int
     serial: str
-    batch_id: int | None
-    lot: str | None
+    batch_id: int | None = Field(description="The batch the part was judged in, if one was open for it.")
+    lot: str | None = Field(description="The batch's lot, or the lot given with this part alone.")
     product: str | None
     station: str
-    source: str | None
+    source: str | None = Field(description="api, a camera or replay source, the line, the microphone.")
     modality: str
     model_name: str | None
     model_version: int | None
     label: str | None
     score: float | None
     threshold: float | None
-    decision: str
+    decision: Literal["OK", "NG", "INVALID"] = Field(description="The model's decision as acknowledged.")
     reason: str | None
     latency_ms: float | None
     image_ref: str | None
     heatmap_ref: str | None
-    created_at: str
+    created_at: str = Field(description="Commit time (UTC, ISO 8601).")
     details: dict[str, Any] | None
     recipe: str | None = None
-    actuated: str | None = None
+    actuated: str | None = Field(None, description="What the line's reject gate got (FAILSAFE when late).")
     late: bool = False
     trigger_seq: int | None = None
-    override_decision: str | None = None
+    actor: str | None = Field(None, description="Who submitted the part: user:NAME, token:NAME, system, ...")
+    refers_to: int | None = Field(None, description="The earlier verdict of this part a re-inspection follows.")
+    hash: str | None = Field(None, description="SHA-256 chaining this verdict to the one before it.")
+    override_decision: Literal["OK", "NG", "INVALID"] | None = None
     override_label: str | None = None
-    override_operator: str | None = None
+    override_operator: str | None = Field(None, description="The authenticated identity that overrode it.")
     override_reason: str | None = None
     override_at: str | None = None
 
@@ -90,25 +111,106 @@ class VerdictPage(BaseModel):
 
 
 class OverrideRequest(BaseModel):
+    """The recorded operator is the logged-in identity, never a field of the request."""
+
     model_config = ConfigDict(extra="forbid")
-    decision: Literal["OK", "NG", "INVALID"]
-    operator: str = Field(min_length=1, max_length=64)
+    decision: Literal["OK", "NG", "INVALID"] = Field(description="The operator's decision (same as the "
+                                                                 "model's: a confirmation).")
     reason: str | None = Field(None, max_length=500)
-    label: str | None = Field(None, max_length=64)
+    label: str | None = Field(None, max_length=64, description="Defect label, e.g. crack, for a labelled sample.")
+
+
+class OverrideRecord(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    verdict_id: int
+    decision: Literal["OK", "NG", "INVALID"]
+    label: str | None
+    operator: str = Field(description="The authenticated identity that made it.")
+    reason: str | None
+    created_at: str
+    audit_id: int | None = Field(None, description="The audit record of this override.")
 
 
 class BatchOpenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    lot: str = Field(min_length=1, max_length=64)
+    lot: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/#-]{1,64}$")
     product: str | None = Field(None, max_length=64)
     recipe: str | None = Field(None, max_length=64)
-    operator: str | None = Field(None, max_length=64)
     note: str | None = Field(None, max_length=500)
 
 
-class OperatorRequest(BaseModel):
+class BatchRecord(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    lot: str
+    product: str | None
+    recipe: str | None
+    operator: str | None = Field(description="Who opened it (authenticated identity).")
+    station: str
+    opened_at: str
+    closed_at: str | None
+    closed_by: str | None
+    note: str | None
+
+
+class AlarmRecord(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    kind: str
+    severity: str
+    message: str
+    source: str | None
+    raised_at: str
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+    cleared_at: str | None
+
+
+class AuditRecord(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    at: str = Field(description="Commit time (UTC); ids grow in time order.")
+    actor: str = Field(description="The authenticated identity: user:NAME, token:NAME, cli:OSUSER, system, ...")
+    action: str
+    entity: str | None
+    entity_id: str | None
+    details: dict[str, Any] | None
+    before: dict[str, Any] | None = Field(description="The values the change replaced.")
+    after: dict[str, Any] | None = Field(description="The values the change set.")
+    prev_hash: str | None
+    hash: str | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditRecord]
+    next_cursor: int = Field(description="Pass as ?since= to get the following records.")
+    has_more: bool
+
+
+class ChainHeadItem(BaseModel):
+    id: int = Field(description="The last record of the chain.")
+    hash: str = Field(description="Its SHA-256 (hex).")
+
+
+class ChainHead(BaseModel):
+    station: str
+    at: str = Field(description="When this head was read (UTC).")
+    verdicts: ChainHeadItem
+    audit: ChainHeadItem
+    signed: str = Field(description="The exact text the signature covers.")
+    signature: str | None = Field(description="Ed25519 signature of `signed` (hex) with the station key.")
+    public_key: str | None = Field(description="The station's Ed25519 public key (hex, raw 32 bytes).")
+
+
+class RecipeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    operator: str = Field(min_length=1, max_length=64)
+    number: int = Field(ge=1, le=65535)
+
+
+class LineStopRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(None, max_length=500)
 
 
 class Health(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
@@ -10,7 +11,7 @@ from starlette.datastructures import UploadFile
 from edge.api.errors import ApiError
 
 AUDIO_TYPES = {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "application/octet-stream"}
-RAW_TYPES = {"image/jpeg", "image/png", "image/bmp", "image/x-ms-bmp", "image/tiff", "image/tif",
+RAW_IMAGE_TYPES = {"image/jpeg", "image/png", "image/bmp", "image/x-ms-bmp", "image/tiff", "image/tif",
              "application/octet-stream"}
 
 
@@ -37,7 +38,7 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
 
 
 async def read_image_upload(request: Request, limit: int) -> Upload:
-    return await read_upload(request, limit, "image", RAW_TYPES, "image/jpeg, image/png, image/bmp, image/tiff")
+    return await read_upload(request, limit, "image", RAW_IMAGE_TYPES, "image/jpeg, image/png, image/bmp, image/tiff")
 
 
 async def read_upload(request: Request, limit: int, field_name: str, raw_types: set[str], described: str) -> Upload:
@@ -63,3 +64,17 @@ async def read_upload(request: Request, limit: int, field_name: str, raw_types: 
     raise ApiError(415, "unsupported_media_type",
                    f"content type '{content_type}' is not accepted: send multipart/form-data with a field "
                    f"'{field_name}', or the file itself as {described} or application/octet-stream")
+
+
+def upload_body(file_field: str, raw_types: set[str], text_fields: dict[str, str], pattern: str) -> dict[str, Any]:
+    """The OpenAPI request body of an upload route (read by hand, so FastAPI cannot infer it): a multipart
+    form with the file and the part's text fields, or the file itself as the raw body."""
+    properties: dict[str, Any] = {file_field: {"type": "string", "format": "binary", "description": "The file."}}
+    for name, description in text_fields.items():
+        properties[name] = {"type": "string", "pattern": pattern, "description": description}
+    content: dict[str, Any] = {
+        "multipart/form-data": {"schema": {"type": "object", "properties": properties, "required": [file_field]}},
+    }
+    for media_type in sorted(raw_types):
+        content[media_type] = {"schema": {"type": "string", "format": "binary"}}
+    return {"requestBody": {"required": True, "content": content}}

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from edge.cli import (
+    audit_cmd,
     config_cmd,
     db_cmd,
     models_cmd,
@@ -21,8 +22,8 @@ from edge.cli import (
 )
 from edge.cli.common import CommandError
 
-COMMAND_MODULES = [run_cmd, verdict_cmd, train_cmd, predict_cmd, models_cmd, config_cmd, db_cmd, simulate_cmd,
-                   users_cmd, tokens_cmd]
+COMMAND_MODULES = [run_cmd, verdict_cmd, train_cmd, predict_cmd, models_cmd, config_cmd, db_cmd, audit_cmd,
+                   simulate_cmd, users_cmd, tokens_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,13 +27,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from(args)
+    if args.host:  # the bound address decides what access control demands at start
+        config = config.model_copy(update={"api": config.api.model_copy(update={"host": args.host})})
     station = Station(config)
     try:
         station.start(with_sources=not args.no_sources)
     except StartupError as exc:
         station.stop()
         raise CommandError(f"cannot start station {config.station.id}: {exc}") from exc
-    host = args.host or config.api.host
+    host = config.api.host
     port = args.port if args.port is not None else config.api.port
     app = create_app(station, stop_station_on_shutdown=True)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",

@@ -23,7 +23,7 @@ from edge.config import LineSettings, Recipe, StationConfig
 from edge.decision import combine
 from edge.inspection import InspectionService, JudgeOptions, quality_limits
 from edge.store import NewVerdict, PartContext, StoredVerdict
-from firmware_bridge.handshake import Alarm, Decision, LineBridge, Result, StackLight, Trigger
+from firmware_bridge.handshake import Alarm, LineAnswer, LineBridge, Result, StackLight, Trigger
 from vision.cameras import Camera, CameraError, CameraSettings, Roi
 from vision.sources import Frame
 
@@ -208,18 +208,24 @@ class LinePipeline:
             known = ", ".join(f"{r.number} ({r.name})" for r in self.config.recipes)
             raise ValueError(f"recipe {number} does not exist (known: {known})")
         if recipe is not self.active_recipe:
+            before = {"number": self.active_recipe.number, "name": self.active_recipe.name}
             self.active_recipe = recipe
-            self.inspection.store.audit(actor, "select_recipe", "recipe", number, {"name": recipe.name})
+            self.inspection.store.audit(actor, "recipe_selected", "recipe", number, before,
+                                        {"number": number, "name": recipe.name})
             log.info("recipe %d (%s) selected by %s", number, recipe.name, actor)
         return recipe
 
     def set_line_stop(self, stop: bool, actor: str, reason: str | None = None) -> None:
+        """Stop or release the line at once (safety first), then audit who did it and why."""
+        before = self.stopped_line
         self.stopped_line = stop
         self.bridge.set_status(stop_line=stop)
-        self.inspection.store.audit(actor, "stop_line" if stop else "resume_line", "line", self.station,
-                                    {"reason": reason})
+        self.inspection.store.audit(actor, "line_stopped" if stop else "line_resumed", "line", self.station,
+                                    {"line_stopped": before}, {"line_stopped": stop, "reason": reason})
         if stop:
             self._alarm("line_stopped", f"line stopped by {actor}: {reason or 'no reason given'}", "critical")
+        else:
+            self.inspection.store.clear_alarms("line_stopped", f"line:{self.line.camera.name}", actor)
 
     # -- stages --------------------------------------------------------------------------------
     def _apply_recipe(self, recipe: Recipe) -> None:
@@ -336,7 +342,7 @@ class LinePipeline:
         """Ready and the stack light follow the camera, the line stop and the active alarms."""
         while not self._stop.wait(0.25):
             alarms = self.inspection.store.alarms(active_only=True, limit=50)
-            severities = {a["severity"] for a in alarms}
+            severities = {a.severity for a in alarms}
             light: StackLight
             if self.stopped_line or "critical" in severities:
                 light = "red"
@@ -348,7 +354,7 @@ class LinePipeline:
                                    busy=self._capture_queue.qsize() + self._judge_queue.qsize() > 0)
 
     # -- answering -----------------------------------------------------------------------------
-    def _failsafe(self) -> Decision:
+    def _failsafe(self) -> LineAnswer:
         return "FAILSAFE" if self.line.failsafe_decision == "NG" else "OK"
 
     def _part(self, job: PartJob) -> PartContext:
@@ -356,7 +362,7 @@ class LinePipeline:
         return PartContext(self.station, f"line:{self.line.camera.name}", trigger.serial or None,
                            trigger.lot or None, trigger.seq)
 
-    def _answer(self, job: PartJob, decision: Decision, late: bool = False) -> bool:
+    def _answer(self, job: PartJob, decision: LineAnswer, late: bool = False) -> bool:
         """Publish the one result of this trigger; False if it had already been answered."""
         with job.lock:
             if job.published:
@@ -376,7 +382,7 @@ class LinePipeline:
                 del self.trigger_to_result_ms[:5_000]
         return True
 
-    def _on_stored(self, job: PartJob, decision: Decision, recorded_late: bool, verdicts: list[NewVerdict],
+    def _on_stored(self, job: PartJob, decision: LineAnswer, recorded_late: bool, verdicts: list[NewVerdict],
                    future: Future[StoredVerdict]) -> None:
         """Runs on the store writer once the part is durable (or failed): actuate, or mark it late."""
         try:
@@ -392,8 +398,8 @@ class LinePipeline:
         if decision == "INVALID":
             self._count("invalid")
         if not self._answer(job, decision) and not recorded_late:
-            for offset in range(len(verdicts)):  # the part's verdicts have consecutive ids
-                self.inspection.store.mark_late(stored.verdict_id + offset, self._failsafe())
+            for verdict_id in stored.verdict_ids:
+                self.inspection.store.mark_late(verdict_id, self._failsafe())
 
     def _give_up(self, job: PartJob, reason: str, message: str) -> None:
         """Answer with the fail-safe now and store an INVALID verdict saying why."""

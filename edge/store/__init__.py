@@ -1,8 +1,20 @@
-"""SQLite verdict store: schema migrations, one group-committing writer, thread-local readers."""
+"""SQLite verdict store: schema migrations, one group-committing writer, thread-local readers, hash chains."""
 
-from edge.store.records import DECISIONS, Decision, NewVerdict, PartContext, StoredVerdict
-from edge.store.store import StoreError, VerdictStore
+from edge.store.records import (
+    DECISIONS,
+    Alarm,
+    AuditEntry,
+    Batch,
+    Decision,
+    NewVerdict,
+    Override,
+    PartContext,
+    StoredVerdict,
+    Verdict,
+)
+from edge.store.store import ConflictError, NotFoundError, StoreError, VerdictStore
 from edge.store.writer import StoreUnavailableError
 
-__all__ = ["DECISIONS", "Decision", "NewVerdict", "PartContext", "StoreError", "StoreUnavailableError",
-           "StoredVerdict", "VerdictStore"]
+__all__ = ["DECISIONS", "Alarm", "AuditEntry", "Batch", "ConflictError", "Decision", "NewVerdict", "NotFoundError",
+           "Override", "PartContext", "StoreError", "StoreUnavailableError", "StoredVerdict", "Verdict",
+           "VerdictStore"]

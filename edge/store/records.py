@@ -1,23 +1,30 @@
-"""What goes into the store: plain records, independent of HTTP and of the models."""
+"""What goes into the store and what comes out of it: typed records, independent of HTTP and models."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+import json
+import sqlite3
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
-Decision = Literal["OK", "NG", "INVALID"]
-DECISIONS: tuple[Decision, ...] = ("OK", "NG", "INVALID")
+from models.decision import DECISIONS, Decision
+
+__all__ = ["DECISIONS", "Alarm", "AuditEntry", "Batch", "Decision", "NewVerdict", "Override", "PartContext",
+           "StoredVerdict", "Verdict", "from_row"]
+
+SYSTEM_ACTOR = "system"
 
 
 @dataclass(frozen=True)
 class PartContext:
-    """Where a judged part comes from: its identity and traceability fields."""
+    """Where a judged part comes from: its identity, traceability fields and who sent it."""
 
     station: str
     source: str
     serial: str | None = None
     lot: str | None = None
     trigger_seq: int | None = None
+    actor: str = SYSTEM_ACTOR  # the authenticated identity that submitted the part
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,7 @@ class NewVerdict:
     heatmap_ref: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     recipe: str | None = None
-    actuated: str | None = None  # the decision sent to the line (e.g. FAILSAFE when late)
+    actuated: str | None = None  # the answer sent to the line (e.g. FAILSAFE when late)
     late: bool = False
 
 
@@ -50,3 +57,123 @@ class StoredVerdict:
     serial: str
     batch_id: int | None
     created_at: str
+    verdict_ids: tuple[int, ...] = ()  # every verdict of the part stored together, in order
+    lot: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A stored verdict with its part, batch, latest override and late answer."""
+
+    id: int
+    part_id: int
+    serial: str
+    batch_id: int | None
+    lot: str | None
+    product: str | None
+    station: str
+    source: str | None
+    modality: str
+    model_name: str | None
+    model_version: int | None
+    label: str | None
+    score: float | None
+    threshold: float | None
+    decision: Decision
+    reason: str | None
+    latency_ms: float | None
+    image_ref: str | None
+    heatmap_ref: str | None
+    created_at: str
+    details: dict[str, Any] | None
+    recipe: str | None
+    actuated: str | None
+    late: bool
+    trigger_seq: int | None
+    actor: str | None
+    refers_to: int | None
+    hash: str | None
+    override_decision: Decision | None = None
+    override_label: str | None = None
+    override_operator: str | None = None
+    override_reason: str | None = None
+    override_at: str | None = None
+
+    @property
+    def effective_decision(self) -> Decision:
+        """The operator's decision where one overrode the model's, else the model's."""
+        return self.override_decision or self.decision
+
+
+@dataclass(frozen=True)
+class Override:
+    id: int
+    verdict_id: int
+    decision: Decision
+    label: str | None
+    operator: str
+    reason: str | None
+    created_at: str
+    audit_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    id: int
+    lot: str
+    product: str | None
+    recipe: str | None
+    operator: str | None
+    station: str
+    opened_at: str
+    closed_at: str | None
+    closed_by: str | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class Alarm:
+    id: int
+    kind: str
+    severity: str
+    message: str
+    source: str | None
+    raised_at: str
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+    cleared_at: str | None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: str
+    actor: str
+    action: str
+    entity: str | None
+    entity_id: str | None
+    details: dict[str, Any] | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    prev_hash: str | None
+    hash: str | None
+
+
+R = TypeVar("R")
+_JSON_COLUMNS = {"details", "before", "after"}
+
+
+def from_row(record_type: type[R], row: sqlite3.Row) -> R:
+    """A typed record from a row holding (at least) its fields; JSON columns decoded, flags as bool."""
+    keys = set(row.keys())
+    values: dict[str, Any] = {}
+    for item in fields(record_type):  # type: ignore[arg-type]
+        if item.name not in keys:
+            continue
+        value = row[item.name]
+        if item.name in _JSON_COLUMNS and isinstance(value, str):
+            value = json.loads(value)
+        elif item.name == "late":
+            value = bool(value)
+        values[item.name] = value
+    return record_type(**values)

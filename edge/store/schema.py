@@ -10,6 +10,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from edge.store.chain import AUDIT_FIELDS, GENESIS, VERDICT_FIELDS, advance, record_hash
+
 Migration = Callable[[sqlite_utils.Database], None]
 
 
@@ -67,9 +69,57 @@ def _v2_line_traceability(db: sqlite_utils.Database) -> None:
     db.table("parts").create_index(["trigger_seq"])
 
 
+def _v3_trusted_record(db: sqlite_utils.Database) -> None:
+    """Append-only, hash-chained verdicts and audit records (see edge.store.chain); who did what as the
+    authenticated actor; a lot given by one AOI call kept on its part; users, API tokens and sessions."""
+    verdicts = db.table("verdicts")
+    for name in ("actor", "prev_hash", "hash"):
+        verdicts.add_column(name, str)
+    verdicts.add_column("refers_to", int)
+    db.table("parts").add_column("lot", str)  # the lot an AOI call gave, when no open batch has it
+    db.execute("DROP INDEX idx_parts_serial_batch")
+    db.execute("CREATE UNIQUE INDEX idx_parts_serial_lot ON parts(serial, COALESCE(lot, '')) WHERE batch_id IS NULL")
+    db.execute("CREATE UNIQUE INDEX idx_parts_serial_in_batch ON parts(serial, batch_id) WHERE batch_id IS NOT NULL")
+    audit = db.table("audit_log")
+    for name in ("before", "after", "prev_hash", "hash"):
+        audit.add_column(name, str)
+    db.execute("CREATE TABLE chain_heads (chain TEXT PRIMARY KEY, last_id INTEGER NOT NULL, hash TEXT NOT NULL)")
+    # A verdict is never updated once acknowledged: an answer the line got late is recorded beside it.
+    db.execute("CREATE TABLE late_answers (verdict_id INTEGER PRIMARY KEY REFERENCES verdicts(id),"
+               " actuated TEXT NOT NULL, recorded_at TEXT NOT NULL)")
+    db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,"
+               " secret_hash TEXT NOT NULL, created_at TEXT NOT NULL, created_by TEXT NOT NULL,"
+               " removed_at TEXT, removed_by TEXT)")
+    db.execute("CREATE UNIQUE INDEX idx_users_active_name ON users(name) WHERE removed_at IS NULL")
+    db.execute("CREATE TABLE api_tokens (id INTEGER PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL UNIQUE,"
+               " scopes TEXT NOT NULL, created_at TEXT NOT NULL, created_by TEXT NOT NULL, expires_at TEXT,"
+               " revoked_at TEXT, revoked_by TEXT)")
+    db.execute("CREATE UNIQUE INDEX idx_tokens_active_name ON api_tokens(name) WHERE revoked_at IS NULL")
+    db.execute("CREATE TABLE sessions (id INTEGER PRIMARY KEY, secret_hash TEXT NOT NULL UNIQUE,"
+               " user_name TEXT NOT NULL, csrf_hash TEXT NOT NULL, created_at TEXT NOT NULL,"
+               " expires_at TEXT NOT NULL, ended_at TEXT)")
+    # Chain what an earlier version stored, in id order, so `audit verify` covers it too.
+    conn = db.conn
+    prev = GENESIS
+    last_id = 0
+    select = ", ".join(f"p.{c}" if c in ("serial", "batch_id", "lot") else f"v.{c}" for c in VERDICT_FIELDS)
+    for row in conn.execute(f"SELECT {select} FROM verdicts v JOIN parts p ON p.id = v.part_id ORDER BY v.id"):
+        digest = record_hash(prev, tuple(row))
+        conn.execute("UPDATE verdicts SET prev_hash = ?, hash = ? WHERE id = ?", (prev, digest, row[0]))
+        prev, last_id = digest, row[0]
+    advance(conn, "verdicts", last_id, prev)
+    prev, last_id = GENESIS, 0
+    for row in conn.execute(f"SELECT {', '.join(AUDIT_FIELDS)} FROM audit_log ORDER BY id"):
+        digest = record_hash(prev, tuple(row))
+        conn.execute("UPDATE audit_log SET prev_hash = ?, hash = ? WHERE id = ?", (prev, digest, row[0]))
+        prev, last_id = digest, row[0]
+    advance(conn, "audit", last_id, prev)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema: batches, parts, verdicts, overrides, alarms, audit log", _v1_initial),
     (2, "line traceability: recipe, trigger sequence, actuated decision, late flag", _v2_line_traceability),
+    (3, "trusted record: hash chains, append-only verdicts, actors, users, tokens, sessions", _v3_trusted_record),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

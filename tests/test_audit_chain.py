@@ -1,0 +1,158 @@
+"""The hash chains: `audit verify` passes on an honest record and names the first record altered,
+deleted, inserted or reordered behind the service's back, in a real database file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+from support import EDGE_INSPECT, PROJECT_ROOT, write_station_config
+
+from edge.config import load_config
+from edge.store import NewVerdict, PartContext, VerdictStore
+from edge.store.chain import AUDIT_FIELDS, record_hash
+from edge.store.schema import connect
+from edge.store.verify import verify_chains
+
+
+def verdict(score: float) -> NewVerdict:
+    decision = "NG" if score >= 0.5 else "OK"
+    return NewVerdict("vision", decision, "defect" if decision == "NG" else "good", score, 0.5, "m", 1, 2.0,
+                      details={"width": 64})
+
+
+@pytest.fixture(scope="module")
+def honest_record(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A station file whose database holds 30 verdicts and a dozen audit records."""
+    folder = tmp_path_factory.mktemp("chain")
+    config = write_station_config(folder)
+    store = VerdictStore(load_config(config).database_path)
+    store.start()
+    batch = store.open_batch("LOT-1", "st", "user:ann").result()
+    for i in range(30):
+        stored = store.record(PartContext("st", "api", serial=f"SN{i}", actor="token:aoi"), [verdict(i / 30)]).result()
+        if i % 5 == 0:
+            store.override(stored.verdict_id, "OK", "user:ann", "wiped").result()
+    store.raise_alarm("camera_lost", "camera 1 gone").result()
+    store.close_batch(batch.id, "user:ann").result()
+    store.close()
+    return config
+
+
+def tampered(honest: Path, tmp_path: Path, *statements: str) -> Path:
+    """A copy of the station (file and data) with SQL run directly on its database."""
+    shutil.copytree(honest.parent, tmp_path / "copy")
+    config = tmp_path / "copy" / honest.name
+    text = config.read_text().replace(str(honest.parent), str(tmp_path / "copy"))
+    config.write_text(text)
+    conn = sqlite3.connect(load_config(config).database_path)
+    with conn:
+        for statement in statements:
+            conn.execute(statement)
+    conn.close()
+    return config
+
+
+def verify_cli(config: Path) -> tuple[int, dict[str, object]]:
+    done = subprocess.run([*EDGE_INSPECT, "audit", "verify", "--json", "--config", str(config)],
+                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
+    return done.returncode, json.loads(done.stdout)
+
+
+def finding(report: dict[str, object]) -> dict[str, object]:
+    found = [c["finding"] for c in report["chains"] if c["finding"]]  # type: ignore[union-attr,index]
+    assert len(found) == 1, report
+    return found[0]  # type: ignore[no-any-return]
+
+
+def test_an_honest_record_verifies(honest_record: Path) -> None:
+    code, report = verify_cli(honest_record)
+    assert code == 0 and report["intact"] is True
+    counts = {c["chain"]: c["records_verified"] for c in report["chains"]}  # type: ignore[union-attr,index]
+    assert counts == {"verdicts": 30, "audit": 9}  # open, 6 overrides, alarm, close
+
+
+def test_an_altered_verdict_is_named(honest_record: Path, tmp_path: Path) -> None:
+    config = tampered(honest_record, tmp_path, "UPDATE verdicts SET score = 0.01, decision = 'OK' WHERE id = 22")
+    code, report = verify_cli(config)
+    assert code == 1 and report["intact"] is False
+    found = finding(report)
+    assert (found["chain"], found["record_id"], found["problem"]) == ("verdicts", 22, "altered")
+
+
+def test_an_altered_part_serial_is_found_through_its_verdict(honest_record: Path, tmp_path: Path) -> None:
+    config = tampered(honest_record, tmp_path, "UPDATE parts SET serial = 'SN-OTHER' WHERE id = 3")
+    found = finding(verify_cli(config)[1])
+    assert (found["chain"], found["record_id"], found["problem"]) == ("verdicts", 3, "altered")
+
+
+def test_a_deleted_verdict_is_named(honest_record: Path, tmp_path: Path) -> None:
+    config = tampered(honest_record, tmp_path, "PRAGMA foreign_keys=OFF", "DELETE FROM overrides WHERE verdict_id = 12",
+                      "DELETE FROM verdicts WHERE id = 12")
+    found = finding(verify_cli(config)[1])
+    assert (found["chain"], found["record_id"], found["problem"]) == ("verdicts", 12, "deleted")
+
+
+def test_deleted_records_at_the_end_are_found_by_the_chain_head(honest_record: Path, tmp_path: Path) -> None:
+    config = tampered(honest_record, tmp_path, "DELETE FROM audit_log WHERE id >= (SELECT MAX(id) - 1 FROM audit_log)")
+    found = finding(verify_cli(config)[1])
+    assert found["chain"] == "audit" and found["problem"] == "deleted"
+
+
+def test_an_inserted_audit_record_is_named(honest_record: Path, tmp_path: Path) -> None:
+    """A forged record slipped into the middle (later ids shifted up), with a hash computed to fit."""
+    conn = connect(load_config(honest_record).database_path, readonly=True)
+    before = conn.execute("SELECT hash FROM audit_log WHERE id = 3").fetchone()[0]
+    conn.close()
+    values = [4, "2026-01-01T00:00:00+00:00", "user:mallory", "verdict_confirmed", "verdict", "9", None, None, None]
+    forged = record_hash(before, values)
+    config = tampered(honest_record, tmp_path,
+                      "UPDATE audit_log SET id = id + 1000 WHERE id >= 4",
+                      "UPDATE audit_log SET id = id - 999 WHERE id >= 1000",
+                      f"INSERT INTO audit_log ({', '.join(AUDIT_FIELDS)}, prev_hash, hash) VALUES "
+                      f"(4, '{values[1]}', 'user:mallory', 'verdict_confirmed', 'verdict', '9', NULL, NULL, NULL, "
+                      f"'{before}', '{forged}')")
+    found = finding(verify_cli(config)[1])
+    assert (found["chain"], found["record_id"], found["problem"]) == ("audit", 4, "inserted")
+
+
+def test_a_record_appended_past_the_head_is_named(honest_record: Path, tmp_path: Path) -> None:
+    conn = connect(load_config(honest_record).database_path, readonly=True)
+    last_id, last_hash = conn.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
+    conn.close()
+    values = [last_id + 1, "2099-01-01T00:00:00+00:00", "user:mallory", "batch_opened", "batch", "1", None, None, None]
+    config = tampered(honest_record, tmp_path,
+                      f"INSERT INTO audit_log ({', '.join(AUDIT_FIELDS)}, prev_hash, hash) VALUES ({last_id + 1}, "
+                      f"'{values[1]}', 'user:mallory', 'batch_opened', 'batch', '1', NULL, NULL, NULL, '{last_hash}', "
+                      f"'{record_hash(last_hash, values)}')")
+    found = finding(verify_cli(config)[1])
+    assert (found["chain"], found["record_id"], found["problem"]) == ("audit", last_id + 1, "inserted")
+
+
+def test_swapped_verdicts_are_named_as_reordered(honest_record: Path, tmp_path: Path) -> None:
+    columns = "part_id, modality, model_name, model_version, label, score, threshold, decision, reason, latency_ms," \
+              " image_ref, heatmap_ref, source, station, created_at, details, recipe, actuated, late, actor, " \
+              "refers_to, prev_hash, hash"
+    config = tampered(honest_record, tmp_path,
+                      "PRAGMA foreign_keys=OFF",
+                      f"CREATE TABLE keep AS SELECT id, {columns} FROM verdicts WHERE id IN (8, 9)",
+                      *[f"UPDATE verdicts SET {c} = (SELECT {c} FROM keep WHERE keep.id = 17 - verdicts.id) "
+                        "WHERE id IN (8, 9)" for c in columns.split(", ")])
+    found = finding(verify_cli(config)[1])
+    assert (found["chain"], found["record_id"], found["problem"]) == ("verdicts", 8, "reordered")
+
+
+def test_verify_refuses_a_missing_database_clearly(tmp_path: Path) -> None:
+    config = write_station_config(tmp_path)
+    done = subprocess.run([*EDGE_INSPECT, "audit", "verify", "--config", str(config)], capture_output=True,
+                          text=True, cwd=PROJECT_ROOT, timeout=60)
+    assert done.returncode == 2 and "no database" in done.stderr
+
+
+def test_library_walk_matches_the_cli(honest_record: Path) -> None:
+    reports = verify_chains(connect(load_config(honest_record).database_path, readonly=True))
+    assert [r.chain for r in reports] == ["verdicts", "audit"] and all(r.intact for r in reports)
