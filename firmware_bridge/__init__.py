@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Alarm",
     "DeadlineGuard",
-    "LineAnswer",
     "HandshakeState",
+    "LineAnswer",
     "LineBridge",
     "ModbusClientBridge",
     "ModbusServerBridge",
