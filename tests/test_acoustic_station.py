@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-from support import write_station_config
+from modelkit import dark_part
+from support import encode, write_station_config
 
 pytest.importorskip("librosa", reason="the audio extra is not installed")
 pytest.importorskip("soundfile", reason="the audio extra is not installed")
@@ -100,6 +101,13 @@ def test_acoustic_api_judges_and_never_calls_bad_audio_ok(sound_station: Station
         assert post(b"text", "text/plain").status_code == 415
         assert client.post(f"{ACOUSTIC}?model=nope", content=clips["normal"][0].read_bytes(),
                            headers={"content-type": "audio/wav"}).status_code == 404
+        wrong_kind = client.post(f"{ACOUSTIC}?model=bright-spot", content=clips["normal"][0].read_bytes(),
+                                 headers={"content-type": "audio/wav"})
+        assert wrong_kind.status_code == 422 and wrong_kind.json()["error"]["code"] == "wrong_model_kind"
+        image_to_sound_model = client.post("/api/v1/verdicts/vision?model=hum", content=png_part(),
+                                           headers={"content-type": "image/png"})
+        assert image_to_sound_model.status_code == 422, image_to_sound_model.text
+        assert "not a vision model" in image_to_sound_model.json()["error"]["message"]
         assert sound_station.store.counts()["verdicts"] == stored
         record = client.get(f"/api/v1/verdicts/{fault.json()['id']}").json()
         assert record["modality"] == "acoustic" and record["model_name"] == "hum" and record["serial"] == "M1"
@@ -175,6 +183,10 @@ def test_a_part_judged_by_camera_and_microphone_gets_one_decision(
         assert all(v.decision == "INVALID" and "short" in (v.reason or "") for v in too_short)
     finally:
         station.stop()
+
+
+def png_part() -> bytes:
+    return encode(dark_part(), ".png")
 
 
 @contextmanager

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from modelkit import dark_part
 from PIL import Image
-from support import encode, jpeg, pil_bytes
+from support import encode, jpeg, pil_bytes, write_station_config
 
+from edge.config import load_config
 from edge.station import Station
+from edge.store import VerdictStore
+from edge.store.signing import StationKey, verify_signature
 
 VISION = "/api/v1/verdicts/vision"
 
@@ -282,3 +287,34 @@ def test_frames_unfit_to_judge_get_invalid_with_reason_never_ok_or_ng(client: Te
         record = client.get(f"/api/v1/verdicts/{body['id']}").json()
         assert record["decision"] == "INVALID" and words in record["reason"]
         assert record["details"]["quality"]["problem"] == body["reason"]
+
+
+def test_chain_head_is_signed_by_the_station_key_and_stable_across_restarts(client: TestClient,
+                                                                             station: Station) -> None:
+    client.post(VISION, content=jpeg(spot=True), headers={"content-type": "image/jpeg"})
+    head = client.get("/api/v1/audit/head").json()
+    assert head["verdicts"]["id"] == 1 and len(head["verdicts"]["hash"]) == 64
+    assert client.get("/api/v1/verdicts/1").json()["hash"] == head["verdicts"]["hash"]
+    assert verify_signature(head["public_key"], head["signed"], head["signature"])
+    assert not verify_signature(head["public_key"], head["signed"].replace("verdicts=1", "verdicts=2"),
+                                head["signature"])
+    key_file = station.config.data_dir / "station-key.pem"
+    assert key_file.stat().st_mode & 0o077 == 0, "the private key is readable by the service user only"
+    assert StationKey.load_or_create(station.config.data_dir).public_hex == head["public_key"]
+
+
+def test_a_changed_station_file_is_audited_at_start(tmp_path: Path) -> None:
+    config = write_station_config(tmp_path)
+    for models in ({"threads": 1, "vision": "bright-spot"}, {"threads": 1, "vision": "bright-spot"},
+                   {"threads": 2, "vision": "bright-spot"}):
+        station = Station(load_config(write_station_config(tmp_path, models=models)))
+        station.start(with_sources=False)
+        station.stop()
+    assert config.is_file()
+    store = VerdictStore(load_config(config).database_path)
+    applied = [e for e in reversed(store.audit_log()) if e.action == "config_applied"]
+    store.close()
+    assert len(applied) == 2, "an unchanged file is not audited again"
+    assert applied[0].before is None and applied[1].details == {"file": str(config.resolve()),
+                                                                "changed_sections": ["models"]}
+    assert applied[1].before["models"]["threads"] == 1 and applied[1].after["models"]["threads"] == 2  # type: ignore[index]

@@ -7,16 +7,21 @@ import json
 import shutil
 import sqlite3
 import subprocess
+import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
-from support import EDGE_INSPECT, PROJECT_ROOT, write_station_config
+from support import EDGE_INSPECT, PROJECT_ROOT, LiveService, cli_token, free_port, jpeg, write_station_config
 
 from edge.config import load_config
 from edge.store import NewVerdict, PartContext, VerdictStore
 from edge.store.chain import AUDIT_FIELDS, record_hash
 from edge.store.schema import connect
 from edge.store.verify import verify_chains
+
+VISION = "/api/v1/verdicts/vision"
 
 
 def verdict(score: float) -> NewVerdict:
@@ -156,3 +161,57 @@ def test_verify_refuses_a_missing_database_clearly(tmp_path: Path) -> None:
 def test_library_walk_matches_the_cli(honest_record: Path) -> None:
     reports = verify_chains(connect(load_config(honest_record).database_path, readonly=True))
     assert [r.chain for r in reports] == ["verdicts", "audit"] and all(r.intact for r in reports)
+
+
+@pytest.mark.slow
+def test_the_chain_verifies_after_repeated_sigkills_under_load(tmp_path: Path) -> None:
+    """Verdicts from an AOI token and overrides from an operator token, the service killed with SIGKILL
+    three times mid-load: every acknowledged record is there and both chains verify."""
+    config = write_station_config(tmp_path)
+    aoi = cli_token(config, "aoi-1", "aoi:verdict")
+    operator = cli_token(config, "shift", "operator")
+    acknowledged: dict[int, str] = {}
+    overrides: list[int] = []
+    lock = threading.Lock()
+    images = [jpeg(spot=i % 3 == 0, seed=i) for i in range(6)]
+
+    def judge(url: str, stop: threading.Event, worker: int) -> None:
+        with httpx.Client(base_url=url, timeout=5, headers=aoi) as http:
+            n = 0
+            while not stop.is_set():
+                try:
+                    response = http.post(VISION, content=images[n % 6], params={"serial": f"W{worker}-{n}"},
+                                         headers={"content-type": "image/jpeg"})
+                    if response.status_code == 200 and response.json()["decision"] == "NG":
+                        answer = http.post(f"/api/v1/verdicts/{response.json()['id']}/override",
+                                           json={"decision": "OK", "reason": "re-checked"}, headers=operator)
+                        if answer.status_code == 200:
+                            with lock:
+                                overrides.append(answer.json()["id"])
+                except httpx.HTTPError:
+                    return  # killed mid-request: never acknowledged
+                if response.status_code == 200:
+                    with lock:
+                        acknowledged[response.json()["id"]] = response.json()["decision"]
+                n += 1
+
+    for _ in range(3):
+        service = LiveService(config, free_port()).start()
+        stop = threading.Event()
+        workers = [threading.Thread(target=judge, args=(service.url, stop, w)) for w in range(3)]
+        for worker in workers:
+            worker.start()
+        time.sleep(1.5)
+        service.kill()  # SIGKILL: no shutdown hook runs
+        stop.set()
+        for worker in workers:
+            worker.join(10)
+    assert len(acknowledged) > 30 and overrides, "the load should have produced verdicts and overrides"
+    conn = sqlite3.connect(load_config(config).database_path)
+    stored = dict(conn.execute("SELECT id, decision FROM verdicts").fetchall())
+    assert all(stored.get(i) == decision for i, decision in acknowledged.items()), "acknowledged verdicts lost"
+    kept = {row[0] for row in conn.execute("SELECT id FROM overrides")}
+    assert set(overrides) <= kept, "acknowledged overrides lost"
+    conn.close()
+    code, report = verify_cli(config)
+    assert code == 0 and report["intact"] is True, report
