@@ -54,11 +54,16 @@ def test_models_list_promote_rollback_and_db_helpers(tmp_path: Path) -> None:
     assert shown["version"] == 1
     assert "rolled back to v2" in run_cli("models", "rollback", "--config", str(config), "bright-spot").stdout
     assert run_cli("models", "promote", "--config", str(config), "bright-spot", "9").returncode == 2
+    trail = [json.loads(line) for line in run_cli("audit", "list", "--config", str(config)).stdout.splitlines()]
+    changes = [(e["action"], e["before"], e["after"]) for e in trail if e["entity"] == "model"]
+    assert changes == [("model_promoted", {"active_version": 2}, {"active_version": 1}),
+                       ("model_rolled_back", {"active_version": 1}, {"active_version": 2})]
+    assert all(e["actor"].startswith("cli:") for e in trail)
+    assert run_cli("audit", "verify", "--config", str(config)).returncode == 0
 
-    assert run_cli("db", "info", "--config", str(config)).returncode == 2  # no database before first start
-    assert "applied migrations [1, 2, 3]" in run_cli("db", "migrate", "--config", str(config)).stdout
-    info = json.loads(run_cli("db", "info", "--config", str(config)).stdout)
-    assert info["schema_version"] == 3 and info["rows"]["verdicts"] == 0
+    info = json.loads(run_cli("db", "info", "--config", str(config)).stdout)  # the audit created the database
+    assert info["schema_version"] == 3 and info["rows"]["verdicts"] == 0 and info["rows"]["audit_log"] == 2
+    assert "schema is up to date" in run_cli("db", "migrate", "--config", str(config)).stdout
     backup = tmp_path / "copy.db"
     assert run_cli("db", "backup", "--config", str(config), str(backup)).returncode == 0 and backup.is_file()
     assert run_cli("db", "export", "--config", str(config)).stdout == ""

@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 
 from edge.access import SCOPES, create_token, list_tokens, parse_duration, revoke_token
 from edge.access.scopes import SCOPE_DESCRIPTIONS
-from edge.cli.common import CommandError, add_config_option, config_from
-from edge.cli.users_cmd import change, cli_actor, station_database
+from edge.cli.common import CommandError, add_config_option, change, cli_actor, config_from, station_database
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import getpass
 import json
-import os
-import sqlite3
 import sys
-from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import TypeVar
 
-from edge.access import ROLES, AccessRecordError, PinHasher, add_user, list_users, remove_user
-from edge.access.database import in_transaction, open_database
+from edge.access import ROLES, PinHasher, add_user, list_users, remove_user
 from edge.access.hashing import HashParameters, check_pin
-from edge.cli.common import CommandError, add_config_option, config_from
-from edge.config import StationConfig
+from edge.cli.common import CommandError, add_config_option, change, cli_actor, config_from, station_database
 
 T = TypeVar("T")
 
@@ -44,33 +38,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_config_option(remove)
     remove.add_argument("name")
     remove.set_defaults(handler=run_remove)
-
-
-def cli_actor() -> str:
-    """How the audit trail records a command: ``cli:<OS user name>``."""
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = f"uid{os.getuid()}"
-    return f"cli:{name}"
-
-
-@contextlib.contextmanager
-def station_database(config: StationConfig) -> Iterator[sqlite3.Connection]:
-    """The station's database (created and migrated if absent); refusals become CommandError (exit 2)."""
-    path = config.database_path
-    try:
-        with open_database(path) as conn:
-            yield conn
-    except AccessRecordError as exc:
-        raise CommandError(str(exc)) from exc
-    except (sqlite3.Error, OSError, RuntimeError) as exc:
-        raise CommandError(f"cannot use the station database {path}: {exc}") from exc
-
-
-def change(conn: sqlite3.Connection, operation: Callable[[sqlite3.Connection], T]) -> T:
-    """One audited change in its own ``BEGIN IMMEDIATE`` transaction."""
-    return in_transaction(conn, operation)
 
 
 def read_pin(from_stdin: bool) -> str:
