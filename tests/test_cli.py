@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import cv2
 import numpy as np
 from modelkit import dark_part, make_brightness_model
-from support import write_station_config
+from support import EDGE_INSPECT, PROJECT_ROOT, write_station_config
 from test_service_live import run_cli
 
 
@@ -42,6 +43,18 @@ def test_config_check(tmp_path: Path) -> None:
     bad = write_station_config(tmp_path, models={"vision": "missing-model"})
     failed = run_cli("config", "check", "--config", str(bad))
     assert failed.returncode == 2 and "missing-model" in failed.stderr
+
+
+def test_config_check_says_a_station_beyond_loopback_needs_an_admin_first(tmp_path: Path) -> None:
+    config = write_station_config(tmp_path, api={"host": "0.0.0.0", "port": 8080})
+    refused = run_cli("config", "check", "--config", str(config))
+    assert refused.returncode == 2 and f"users add NAME --role admin --config {config}" in refused.stderr
+    added = subprocess.run([*EDGE_INSPECT, "users", "add", "root-admin", "--role", "admin", "--pin-stdin", "--config",
+                            str(config)], input="correct horse battery\n", capture_output=True, text=True,
+                           cwd=PROJECT_ROOT, timeout=60)
+    assert added.returncode == 0, added.stderr
+    accepted = run_cli("config", "check", "--config", str(config))
+    assert accepted.returncode == 0 and "every request needs a token or a session" in accepted.stdout
 
 
 def test_models_list_promote_rollback_and_db_helpers(tmp_path: Path) -> None:

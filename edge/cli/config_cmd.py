@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 
+from edge.access import AccessConfigError, check_startup, is_loopback
 from edge.cli.common import CommandError, add_config_option, config_from, registry_for
+from edge.config import StationConfig
+from edge.store.schema import connect
 from models.manifest import ManifestError, read_manifest, verify_onnx
 from models.registry import UnknownModelError
 
@@ -33,8 +37,31 @@ def run_check(args: argparse.Namespace) -> int:
         folder = config.resolve(source.folder)
         if not folder.is_dir():
             problems.append(f"sources[{source.name}].folder: {folder} does not exist")
+    problems += access_problems(config)
     if problems:
         raise CommandError("config check failed:\n  - " + "\n  - ".join(problems))
     print(f"config OK: station {config.station.id}, data folder {config.data_dir}, "
           f"{len(config.sources)} source(s), API on {config.api.host}:{config.api.port}")
     return 0
+
+
+def access_problems(config: StationConfig) -> list[str]:
+    """Would access control let the station start? (Beyond loopback it needs an admin.) Reads only."""
+    path = config.database_path
+    if not path.is_file():
+        if is_loopback(config.api.host):
+            return []
+        return [f"access: the API listens on {config.api.host} but no admin exists yet (no database at {path}): "
+                f"create one with `edge-inspect users add NAME --role admin --config {config.source_path}`"]
+    try:
+        conn = connect(path, readonly=True)
+        try:
+            for line in check_startup(config, conn, config.api.host, config.source_path):
+                print(line)
+        finally:
+            conn.close()
+    except AccessConfigError as exc:
+        return [f"access: {exc}"]
+    except sqlite3.Error as exc:
+        return [f"database {path}: {exc}"]
+    return []
