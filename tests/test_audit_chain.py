@@ -3,6 +3,8 @@ deleted, inserted or reordered behind the service's back, in a real database fil
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import sqlite3
@@ -215,3 +217,13 @@ def test_the_chain_verifies_after_repeated_sigkills_under_load(tmp_path: Path) -
     conn.close()
     code, report = verify_cli(config)
     assert code == 0 and report["intact"] is True, report
+
+
+def test_db_export_carries_lot_actor_hash_and_overrides(honest_record: Path) -> None:
+    done = subprocess.run([*EDGE_INSPECT, "db", "export", "--format", "csv", "--config", str(honest_record)],
+                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert len(rows) == 30 and rows[0]["lot"] == "LOT-1" and rows[0]["actor"] == "token:aoi"
+    assert len(rows[0]["hash"]) == 64
+    assert [r["override_operator"] for r in rows[:6:5]] == ["user:ann", "user:ann"]
+    assert rows[5]["override_decision"] == "OK" and rows[1]["override_decision"] == ""

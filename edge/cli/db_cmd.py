@@ -13,6 +13,7 @@ import sqlite_utils
 
 from edge.cli.common import CommandError, add_config_option, config_from
 from edge.store.schema import LATEST_VERSION, connect, current_version, migrate
+from edge.store.store import VERDICT_VIEW
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -74,8 +75,7 @@ def run_backup(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     _, conn = _open(args)
-    rows = conn.execute("SELECT v.*, p.serial, p.batch_id, b.lot FROM verdicts v JOIN parts p ON p.id = v.part_id"
-                        " LEFT JOIN batches b ON b.id = p.batch_id WHERE v.id > ? ORDER BY v.id", (args.since,))
+    rows = conn.execute(VERDICT_VIEW + " WHERE v.id > ? ORDER BY v.id", (args.since,))
     columns = [c[0] for c in rows.description]
     if args.format == "csv":
         writer = csv.writer(sys.stdout)

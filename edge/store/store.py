@@ -68,7 +68,7 @@ _PART_FIELDS = ("serial", "batch_id", "lot")  # chained with the verdict, stored
 _VERDICT_COLUMNS = [c for c in VERDICT_FIELDS if c not in _PART_FIELDS] + ["prev_hash", "hash"]
 _VERDICT_SQL = f"INSERT INTO verdicts ({', '.join(_VERDICT_COLUMNS)}) VALUES ({', '.join('?' * len(_VERDICT_COLUMNS))})"
 
-_VERDICT_VIEW = """
+VERDICT_VIEW = """
 SELECT v.id, v.part_id, p.serial, p.batch_id, COALESCE(b.lot, p.lot) AS lot, b.product, v.station, v.source,
        v.modality, v.model_name, v.model_version, v.label, v.score, v.threshold, v.decision, v.reason,
        v.latency_ms, v.image_ref, v.heatmap_ref, v.created_at, v.details, v.recipe,
@@ -304,14 +304,14 @@ class VerdictStore:
     def verdict(self, verdict_id: int) -> Verdict | None:
         if not valid_id(verdict_id):
             return None
-        row = self.reader().execute(_VERDICT_VIEW + " WHERE v.id = ?", (verdict_id,)).fetchone()
+        row = self.reader().execute(VERDICT_VIEW + " WHERE v.id = ?", (verdict_id,)).fetchone()
         return None if row is None else from_row(Verdict, row)
 
     def verdicts_since(self, cursor: int, limit: int) -> list[Verdict]:
         """Verdicts with id > cursor in id order; ids grow in commit order, so paging never skips one."""
         if cursor > MAX_ID:
             return []
-        rows = self.reader().execute(_VERDICT_VIEW + " WHERE v.id > ? ORDER BY v.id LIMIT ?", (cursor, limit))
+        rows = self.reader().execute(VERDICT_VIEW + " WHERE v.id > ? ORDER BY v.id LIMIT ?", (cursor, limit))
         return [from_row(Verdict, row) for row in rows]
 
     def batches(self, open_only: bool = False, limit: int = 100) -> list[Batch]:
