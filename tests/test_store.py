@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import sqlite_utils
 
-from edge.store import ConflictError, NewVerdict, NotFoundError, PartContext, VerdictStore
+from edge.store import ConflictError, NewVerdict, NotFoundError, PartContext, RecordEvent, VerdictStore
 from edge.store.schema import LATEST_VERSION, connect, current_version, migrate
 from edge.store.verify import verify_chains
 
@@ -173,3 +174,27 @@ def test_upgrade_from_v1_keeps_rows_and_backs_up_first(tmp_path: Path) -> None:
     assert row.hash is not None, "rows of the earlier version are chained by the migration"
     store.close()
     assert all(report.intact for report in verify_chains(connect(path, readonly=True)))
+
+
+def test_listeners_hear_every_change_inside_its_transaction(store: VerdictStore) -> None:
+    heard: list[tuple[str, str, tuple[int, ...]]] = []
+
+    def listener(conn: sqlite3.Connection, event: RecordEvent) -> None:
+        heard.append((event.kind, event.action, event.ids))
+        if event.kind == "override" and event.action == "confirmed":
+            raise RuntimeError("a listener that fails rolls the change back")
+
+    store.add_listener(listener)
+    batch = store.open_batch("L1", "st", "user:ann").result()
+    both = [verdict("NG", 0.9), replace(verdict("NG", 0.9), modality="acoustic")]
+    stored = store.record(PartContext("st", "api"), both).result()
+    store.override(stored.verdict_id, "OK", "user:ann").result()
+    with pytest.raises(RuntimeError):
+        store.override(stored.verdict_id, "OK", "user:ann").result()  # OK again: a confirmation
+    alarm = store.raise_alarm("k", "m").result()
+    store.close_batch(batch.id, "user:ann").result()
+    assert heard[:3] == [("batch", "opened", (batch.id,)), ("verdicts", "stored", stored.verdict_ids),
+                         ("override", "overridden", (1,))]
+    assert heard[3][:2] == ("override", "confirmed") and heard[4:] == [("alarm", "raised", (alarm,)),
+                                                                       ("batch", "closed", (batch.id,))]
+    assert store.counts()["overrides"] == 1, "the failed listener's change was rolled back"

@@ -9,6 +9,8 @@ from edge.store.records import (
     NewVerdict,
     Override,
     PartContext,
+    RecordEvent,
+    RecordListener,
     StoredVerdict,
     Verdict,
 )
@@ -16,5 +18,5 @@ from edge.store.store import ConflictError, NotFoundError, StoreError, VerdictSt
 from edge.store.writer import StoreUnavailableError
 
 __all__ = ["DECISIONS", "Alarm", "AuditEntry", "Batch", "ConflictError", "Decision", "NewVerdict", "NotFoundError",
-           "Override", "PartContext", "StoreError", "StoreUnavailableError", "StoredVerdict", "Verdict",
-           "VerdictStore"]
+           "Override", "PartContext", "RecordEvent", "RecordListener", "StoreError", "StoreUnavailableError",
+           "StoredVerdict", "Verdict", "VerdictStore"]

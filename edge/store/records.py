@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from models.decision import DECISIONS, Decision
 
 __all__ = ["DECISIONS", "Alarm", "AuditEntry", "Batch", "Decision", "NewVerdict", "Override", "PartContext",
-           "StoredVerdict", "Verdict", "from_row"]
+           "RecordEvent", "RecordListener", "StoredVerdict", "Verdict", "from_row"]
 
 SYSTEM_ACTOR = "system"
 
@@ -158,6 +159,26 @@ class AuditEntry:
     prev_hash: str | None
     hash: str | None
 
+
+RecordKind = Literal["verdicts", "override", "late_answer", "batch", "alarm"]
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    """A change the store has just made, told to its listeners inside the same transaction, so what they
+    derive from it (running batch figures, an outbox for the plant's QMS) commits with it or not at all.
+
+    ``ids``: the verdict ids of one part (in order), or the override, batch or alarm id. ``action``:
+    stored; overridden or confirmed; late; opened or closed; raised, acknowledged or cleared."""
+
+    kind: RecordKind
+    action: str
+    ids: tuple[int, ...]
+    audit_id: int | None = None
+
+
+# Called with the writer's connection inside the open transaction; raising rolls the change back.
+RecordListener = Callable[[sqlite3.Connection, RecordEvent], None]
 
 R = TypeVar("R")
 _JSON_COLUMNS = {"details", "before", "after"}

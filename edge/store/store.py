@@ -39,6 +39,8 @@ from edge.store.records import (
     NewVerdict,
     Override,
     PartContext,
+    RecordEvent,
+    RecordListener,
     StoredVerdict,
     Verdict,
     from_row,
@@ -98,6 +100,15 @@ class VerdictStore:
         migrate(sqlite_utils.Database(self._write_conn), path)
         self._writer = SqliteWriter(self._write_conn, commit_interval_s, max_batch)
         self._local = threading.local()
+        self._listeners: list[RecordListener] = []
+
+    def add_listener(self, listener: RecordListener) -> None:
+        """Tell ``listener`` of every change, inside its transaction (see RecordEvent). Add before start()."""
+        self._listeners.append(listener)
+
+    def _emit(self, conn: sqlite3.Connection, event: RecordEvent) -> None:
+        for listener in self._listeners:
+            listener(conn, event)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -159,6 +170,7 @@ class VerdictStore:
                 prev, last_id = digest, verdict_id
                 ids.append(verdict_id)
             advance(conn, "verdicts", last_id, prev)
+            self._emit(conn, RecordEvent("verdicts", "stored", tuple(ids)))
             return StoredVerdict(ids[0], part_id, serial, batch_id, now, tuple(ids), lot)
 
         return self._writer.submit(operation)
@@ -173,8 +185,9 @@ class VerdictStore:
             now = utc_now()
             conn.execute("INSERT OR REPLACE INTO late_answers (verdict_id, actuated, recorded_at) VALUES (?, ?, ?)",
                          (verdict_id, actuated, now))
-            append_audit(conn, actor, "verdict_answered_late", "verdict", verdict_id,
-                         {"actuated": row["actuated"]}, {"actuated": actuated, "late": True})
+            audit_id = append_audit(conn, actor, "verdict_answered_late", "verdict", verdict_id,
+                                    {"actuated": row["actuated"]}, {"actuated": actuated, "late": True})
+            self._emit(conn, RecordEvent("late_answer", "late", (verdict_id,), audit_id))
 
         return self._writer.submit(operation)
 
@@ -193,7 +206,8 @@ class VerdictStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)", (lot, product, recipe, actor, station, now, note),
             ).lastrowid
             batch = _batch(conn, int(batch_id or 0))
-            append_audit(conn, actor, "batch_opened", "batch", batch.id, None, _public(asdict(batch)))
+            audit_id = append_audit(conn, actor, "batch_opened", "batch", batch.id, None, _public(asdict(batch)))
+            self._emit(conn, RecordEvent("batch", "opened", (batch.id,), audit_id))
             return batch
 
         return self._writer.submit(operation)
@@ -206,9 +220,10 @@ class VerdictStore:
             conn.execute("UPDATE batches SET closed_at = ?, closed_by = ? WHERE id = ?",
                          (utc_now(), actor, batch_id))
             after = _batch(conn, batch_id)
-            append_audit(conn, actor, "batch_closed", "batch", batch_id,
-                         {"closed_at": None, "closed_by": None},
-                         {"closed_at": after.closed_at, "closed_by": after.closed_by, "lot": after.lot})
+            audit_id = append_audit(conn, actor, "batch_closed", "batch", batch_id,
+                                    {"closed_at": None, "closed_by": None},
+                                    {"closed_at": after.closed_at, "closed_by": after.closed_by, "lot": after.lot})
+            self._emit(conn, RecordEvent("batch", "closed", (batch_id,), audit_id))
             return after
 
         return self._writer.submit(operation)
@@ -234,10 +249,13 @@ class VerdictStore:
                 " VALUES (?, ?, ?, ?, ?, ?)", (verdict_id, decision, label, actor, reason, now),
             ).lastrowid
             before = {"decision": row["o_decision"] or row["decision"], "label": row["o_label"] or row["label"]}
-            audit_id = append_audit(conn, actor, "verdict_overridden" if decision != before["decision"]
-                                    else "verdict_confirmed", "verdict", verdict_id, before,
+            changed = decision != before["decision"]
+            audit_id = append_audit(conn, actor, "verdict_overridden" if changed else "verdict_confirmed", "verdict",
+                                    verdict_id, before,
                                     {"decision": decision, "label": label or before["label"], "reason": reason},
                                     {"override_id": override_id})
+            self._emit(conn, RecordEvent("override", "overridden" if changed else "confirmed",
+                                         (int(override_id or 0),), audit_id))
             return Override(int(override_id or 0), verdict_id, decision, label, actor, reason, now, audit_id)
 
         return self._writer.submit(operation)
@@ -256,8 +274,9 @@ class VerdictStore:
                 "INSERT INTO alarms (kind, severity, message, source, raised_at) VALUES (?, ?, ?, ?, ?)",
                 (kind, severity, message, source, utc_now()),
             ).lastrowid or 0)
-            append_audit(conn, actor, "alarm_raised", "alarm", alarm_id, None,
-                         {"kind": kind, "severity": severity, "message": message, "source": source})
+            audit_id = append_audit(conn, actor, "alarm_raised", "alarm", alarm_id, None,
+                                    {"kind": kind, "severity": severity, "message": message, "source": source})
+            self._emit(conn, RecordEvent("alarm", "raised", (alarm_id,), audit_id))
             return alarm_id
 
         return self._writer.submit(operation)
@@ -269,9 +288,10 @@ class VerdictStore:
                 conn.execute("UPDATE alarms SET acknowledged_at = ?, acknowledged_by = ? WHERE id = ?",
                              (utc_now(), actor, alarm_id))
                 after = _alarm(conn, alarm_id)
-                append_audit(conn, actor, "alarm_acknowledged", "alarm", alarm_id,
-                             {"acknowledged_at": None}, {"acknowledged_at": after.acknowledged_at,
-                                                         "acknowledged_by": actor, "kind": after.kind})
+                audit_id = append_audit(conn, actor, "alarm_acknowledged", "alarm", alarm_id,
+                                        {"acknowledged_at": None}, {"acknowledged_at": after.acknowledged_at,
+                                                                    "acknowledged_by": actor, "kind": after.kind})
+                self._emit(conn, RecordEvent("alarm", "acknowledged", (alarm_id,), audit_id))
                 return after
             return before
 
@@ -285,8 +305,9 @@ class VerdictStore:
             for row in rows:
                 now = utc_now()
                 conn.execute("UPDATE alarms SET cleared_at = ? WHERE id = ?", (now, row["id"]))
-                append_audit(conn, actor, "alarm_cleared", "alarm", row["id"], {"cleared_at": None},
-                             {"cleared_at": now, "kind": kind})
+                audit_id = append_audit(conn, actor, "alarm_cleared", "alarm", row["id"], {"cleared_at": None},
+                                        {"cleared_at": now, "kind": kind})
+                self._emit(conn, RecordEvent("alarm", "cleared", (int(row["id"]),), audit_id))
             return len(rows)
 
         return self._writer.submit(operation)
