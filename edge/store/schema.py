@@ -116,10 +116,20 @@ def _v3_trusted_record(db: sqlite_utils.Database) -> None:
     advance(conn, "audit", last_id, prev)
 
 
+def _v4_batch_figures(db: sqlite_utils.Database) -> None:
+    """Running batch figures and SPC state (edge.quality), kept current by a store listener."""
+
+
+def _v5_outbox(db: sqlite_utils.Database) -> None:
+    """The outbox of records to push upstream (edge.upstream), written with each record."""
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema: batches, parts, verdicts, overrides, alarms, audit log", _v1_initial),
     (2, "line traceability: recipe, trigger sequence, actuated decision, late flag", _v2_line_traceability),
     (3, "trusted record: hash chains, append-only verdicts, actors, users, tokens, sessions", _v3_trusted_record),
+    (4, "batch figures and SPC state", _v4_batch_figures),
+    (5, "outbox for the upstream link", _v5_outbox),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
