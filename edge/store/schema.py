@@ -117,7 +117,39 @@ def _v3_trusted_record(db: sqlite_utils.Database) -> None:
 
 
 def _v4_batch_figures(db: sqlite_utils.Database) -> None:
-    """Running batch figures and SPC state (edge.quality), kept current by a store listener."""
+    """Running batch figures and SPC state (edge.quality), kept current by a store listener.
+
+    ``batch_id`` 0 stands for parts judged with no batch open. ``period`` is '' (the whole batch),
+    ``h:YYYY-MM-DDTHH`` (UTC hour), ``s:YYYY-MM-DD/NAME`` (shift) or ``g:NNNNNNNNN`` (p-chart subgroup)."""
+    conn = db.conn
+    # Each part's current state, so a re-inspection or an override moves its counts without a scan.
+    conn.execute("CREATE TABLE quality_parts (part_id INTEGER PRIMARY KEY, batch_id INTEGER NOT NULL,"
+                 " ordinal INTEGER NOT NULL, hour TEXT NOT NULL, shift TEXT NOT NULL, first_decision TEXT NOT NULL,"
+                 " current_verdict INTEGER NOT NULL, model_decision TEXT NOT NULL, model_label TEXT,"
+                 " override_decision TEXT, override_label TEXT, overridden INTEGER NOT NULL DEFAULT 0,"
+                 " inspections INTEGER NOT NULL DEFAULT 1)")
+    conn.execute("CREATE TABLE quality_part_modalities (part_id INTEGER NOT NULL, modality TEXT NOT NULL,"
+                 " verdict_id INTEGER NOT NULL, decision TEXT NOT NULL, override_decision TEXT,"
+                 " PRIMARY KEY (part_id, modality)) WITHOUT ROWID")
+    conn.execute("CREATE TABLE quality_counts (batch_id INTEGER NOT NULL, period TEXT NOT NULL, metric TEXT NOT NULL,"
+                 " value INTEGER NOT NULL, PRIMARY KEY (batch_id, period, metric)) WITHOUT ROWID")
+    conn.execute("CREATE INDEX idx_quality_counts_period ON quality_counts(period)")
+    conn.execute("CREATE TABLE quality_spans (batch_id INTEGER NOT NULL, period TEXT NOT NULL, first_at TEXT NOT NULL,"
+                 " last_at TEXT NOT NULL, PRIMARY KEY (batch_id, period)) WITHOUT ROWID")
+    # Score series for the control charts: one per batch, modality and model version, in verdict order.
+    conn.execute("CREATE TABLE quality_series (id INTEGER PRIMARY KEY, batch_id INTEGER NOT NULL,"
+                 " modality TEXT NOT NULL, model_name TEXT NOT NULL, model_version INTEGER NOT NULL, recipe TEXT,"
+                 " points INTEGER NOT NULL DEFAULT 0, first_at TEXT NOT NULL, last_at TEXT NOT NULL,"
+                 " alarmed_seq INTEGER NOT NULL DEFAULT 0)")
+    conn.execute("CREATE UNIQUE INDEX idx_quality_series_key ON quality_series(batch_id, modality, model_name,"
+                 " model_version)")
+    conn.execute("CREATE INDEX idx_quality_series_model ON quality_series(model_name, model_version, last_at)")
+    conn.execute("CREATE TABLE quality_scores (series_id INTEGER NOT NULL, seq INTEGER NOT NULL,"
+                 " verdict_id INTEGER NOT NULL, score REAL NOT NULL, decision TEXT NOT NULL, at TEXT NOT NULL,"
+                 " PRIMARY KEY (series_id, seq)) WITHOUT ROWID")
+    # Batch reports written after a batch closes (files in the data folder, named by batch id only).
+    conn.execute("CREATE TABLE quality_reports (batch_id INTEGER PRIMARY KEY, pdf TEXT, csv TEXT,"
+                 " generated_at TEXT NOT NULL, error TEXT)")
 
 
 def _v5_outbox(db: sqlite_utils.Database) -> None:
