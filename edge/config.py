@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from edge.access.scopes import Scope
 
@@ -20,6 +20,15 @@ CONFIG_ENV = "EDGE_INSPECT_CONFIG"
 
 class ConfigError(Exception):
     """A station file that cannot be used; the message names the file, the key and what is allowed."""
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***, for logs, audit records and dumps."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.partition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{hostpart}"
 
 
 class _Section(BaseModel):
@@ -308,6 +317,75 @@ class FiguresSettings(_Section):
         return shifts
 
 
+class WebhookSettings(_Section):
+    """POST the outbox's messages, in batches, to an HTTP endpoint (beside or instead of MQTT)."""
+
+    url: str = Field(title="Webhook URL", pattern=r"^https?://",
+                     description="http(s) URL that receives POSTed JSON batches; any 2xx answer counts as delivered.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, title="Extra request headers",
+        description="E.g. an Authorization header for the receiver. Values are never logged.")
+    timeout_s: float = Field(5.0, gt=0, le=120, title="Request timeout, seconds",
+                             description="A request not answered in time counts as failed and is retried later.")
+    batch_size: int = Field(200, ge=1, le=10_000, title="Messages per request at most")
+
+    @field_serializer("headers")
+    def _hide_header_values(self, headers: dict[str, str]) -> dict[str, str]:
+        """Dumps (the audited station file, config check) never show the values: they are credentials."""
+        return {name: "***" for name in headers}
+
+
+class UpstreamSettings(_Section):
+    """Push every record to the plant (edge.upstream): an outbox written in the same transaction as each
+    record, drained to an MQTT broker and/or a webhook with retries; nothing is dropped while they are down."""
+
+    mqtt_url: str | None = Field(
+        None, title="MQTT broker URL", pattern=r"^mqtts?://",
+        description="mqtt://HOST:PORT (or mqtts:// for TLS; user:password@ before the host when the broker needs "
+                    "them; the password is never logged). None: no MQTT.")
+    topic_root: str = Field("edge-inspect", title="Topic root", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                            description="First level of every topic.")
+    site: str | None = Field(None, title="Site level", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                             description="Optional topic level after the root (a plant).")
+    line: str | None = Field(None, title="Line level", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                             description="Optional topic level after the site: topics become "
+                                         "ROOT/SITE/LINE/STATION/KIND. Default: ROOT/STATION/KIND.")
+    client_id: str | None = Field(None, title="MQTT client id", pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+                                  description="Default: edge-inspect-<station id>.")
+    keepalive_s: int = Field(30, ge=5, le=3600, title="MQTT keep-alive, seconds")
+    connect_timeout_s: float = Field(5.0, gt=0, le=120, title="Connect timeout, seconds",
+                                     description="A broker that does not accept the session in time is retried later.")
+    ack_timeout_s: float = Field(10.0, gt=0, le=600, title="Acknowledgement timeout, seconds",
+                                 description="A QoS 1 publish not acknowledged in time counts as failed; the "
+                                             "connection is dropped and the message sent again later.")
+    retry_min_s: float = Field(1.0, gt=0, le=600, title="First retry delay, seconds")
+    retry_max_s: float = Field(60.0, gt=0, le=3600, title="Longest retry delay, seconds",
+                               description="Retry delays double from the first up to this (with jitter).")
+    batch_size: int = Field(500, ge=1, le=10_000, title="Messages per delivery round at most")
+    max_inflight: int = Field(500, ge=1, le=65_535, title="Unacknowledged MQTT messages at most")
+    state_interval_s: float = Field(10.0, gt=0, le=3600, title="State message period, seconds",
+                                    description="How often the retained state message (online, counters) is renewed.")
+    outbox_alarm_rows: int = Field(
+        1_000_000, ge=1, title="Outbox alarm size",
+        description="An alarm is raised when more messages than this wait for delivery (the broker or webhook has "
+                    "been unreachable a long time). Nothing is dropped: the outbox is the record of what is owed.")
+    webhook: WebhookSettings | None = Field(None, title="Webhook", description="Optional HTTP delivery.")
+
+    @field_serializer("mqtt_url")
+    def _hide_password(self, url: str | None) -> str | None:
+        return None if url is None else redact_url(url)
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> UpstreamSettings:
+        if self.retry_max_s < self.retry_min_s:
+            raise ValueError("retry_max_s must not be below retry_min_s")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.mqtt_url is not None or self.webhook is not None
+
+
 class StationConfig(_Section):
     station: StationInfo = Field(default_factory=lambda: StationInfo())
     storage: StorageSettings = Field(default_factory=lambda: StorageSettings())
@@ -320,6 +398,7 @@ class StationConfig(_Section):
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
     training: TrainingSettings = Field(default_factory=lambda: TrainingSettings())
     access: AccessSettings = Field(default_factory=lambda: AccessSettings())
+    upstream: UpstreamSettings = Field(default_factory=lambda: UpstreamSettings())
     figures: FiguresSettings = Field(default_factory=lambda: FiguresSettings())
 
     # Folder the config file was read from; relative paths are resolved against it.

@@ -35,3 +35,14 @@ class StationMetrics:
             "Audio streams given up because opening or closing them hung (a dead or hung sound server)",
             ["microphone"], registry=r)
         self.model_info = Gauge("edge_model_active_version", "Active version per loaded model", ["model"], registry=r)
+        self.upstream_outbox_depth = Gauge("edge_upstream_outbox_depth",
+                                           "Messages in the outbox not yet delivered, per destination", ["sink"],
+                                           registry=r)
+        self.upstream_published = Counter("edge_upstream_published",
+                                          "Messages acknowledged by the destination (broker or webhook)", ["sink"],
+                                          registry=r)
+        self.upstream_failed = Counter("edge_upstream_failed",
+                                       "Failed connection attempts and delivery rounds (their messages are retried)",
+                                       ["sink", "stage"], registry=r)
+        self.upstream_connected = Gauge("edge_upstream_connected", "1 while connected to the destination", ["sink"],
+                                        registry=r)

@@ -27,6 +27,8 @@ from edge.runner import SourceRunner
 from edge.store import VerdictStore
 from edge.store.chain import append_audit
 from edge.store.signing import StationKey
+from edge.upstream import Upstream
+from edge.upstream.topics import BrokerUrlError
 from models.manifest import ManifestError
 from models.registry import ModelRegistry, UnknownModelError
 from vision.sources import FolderReplaySource, FrameSource
@@ -72,6 +74,7 @@ class Station:
         self.microphone: AudioSource | None = None
         self.access: AccessControl | None = None
         self.key: StationKey | None = None
+        self.upstream: Upstream | None = None
         self._stopping = threading.Event()
 
     @property
@@ -115,7 +118,13 @@ class Station:
                                             quality_limits(cfg.quality))
         self._load_acoustic_models()
         self.quality = attach_quality(self.store, cfg)  # batch figures listener, SPC alarms, batch reports
+        try:
+            self.upstream = Upstream(cfg.upstream, self.id, self.metrics)
+        except BrokerUrlError as exc:
+            raise StartupError(f"upstream.mqtt_url: {exc}") from exc
+        self.upstream.attach(self.store)  # the outbox listener sees every record from the first one on
         self.store.start()
+        self.upstream.start()
         self._audit_config()
         self.models.watch()
         microphone = self._build_microphone() if with_sources else None
@@ -255,6 +264,9 @@ class Station:
             runner.stop()
         if self.models is not None:
             self.models.stop()
+        if self.upstream is not None:  # before the store closes: it records what was delivered
+            self.upstream.stop()
+            self.upstream = None
         if self.store is not None:
             self.store.close()
         if self.inspection is not None:

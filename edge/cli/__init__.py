@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from edge.cli import (
     audit_cmd,
+    collect_cmd,
     config_cmd,
     db_cmd,
     models_cmd,
@@ -24,7 +25,7 @@ from edge.cli import (
 from edge.cli.common import CommandError
 
 COMMAND_MODULES = [run_cmd, verdict_cmd, train_cmd, predict_cmd, models_cmd, config_cmd, db_cmd, audit_cmd,
-                   simulate_cmd, users_cmd, tokens_cmd]
+                   simulate_cmd, users_cmd, tokens_cmd, collect_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_config_option(parser)
     parser.add_argument("--host", default=None, help="listen address (default: api.host from the config)")
     parser.add_argument("--port", type=int, default=None, help="listen port (default: api.port from the config)")
+    parser.add_argument("--mqtt-url", default=None, metavar="mqtt://HOST:PORT",
+                        help="push every record to this MQTT broker (default: upstream.mqtt_url from the config)")
     parser.add_argument("--no-sources", action="store_true", help="serve the API only; do not start sources")
     parser.set_defaults(handler=run)
 
@@ -29,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     config = config_from(args)
     if args.host:  # the bound address decides what access control demands at start
         config = config.model_copy(update={"api": config.api.model_copy(update={"host": args.host})})
+    if args.mqtt_url:  # checked when the station starts (BrokerUrl), with a message that names it
+        config = config.model_copy(
+            update={"upstream": config.upstream.model_copy(update={"mqtt_url": args.mqtt_url})})
     station = Station(config)
     try:
         station.start(with_sources=not args.no_sources)

@@ -153,7 +153,15 @@ def _v4_batch_figures(db: sqlite_utils.Database) -> None:
 
 
 def _v5_outbox(db: sqlite_utils.Database) -> None:
-    """The outbox of records to push upstream (edge.upstream), written with each record."""
+    """The outbox of records to push upstream (edge.upstream), written with each record.
+
+    ``outbox``: one row per message owed to the plant, in the order the records committed (AUTOINCREMENT,
+    so an id is never reused after its row is pruned). ``outbox_sinks``: per destination (mqtt, webhook),
+    the last outbox id it has delivered; rows every active destination has delivered are deleted."""
+    db.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,"
+               " idempotency_key TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL)")
+    db.execute("CREATE TABLE outbox_sinks (sink TEXT PRIMARY KEY, delivered_id INTEGER NOT NULL,"
+               " delivered_at TEXT)")
 
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [

@@ -1,0 +1,67 @@
+"""``edge-inspect collect``: a fleet's MQTT messages, exactly once, into a central database."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from edge.cli.common import CommandError
+from edge.upstream.collector import Collector
+from edge.upstream.collector_db import CollectorDatabaseError, open_collector_database
+from edge.upstream.topics import DEFAULT_FLEET_TOPIC, BrokerUrl, BrokerUrlError
+
+log = logging.getLogger("edge.collect")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "collect", help="collect a fleet's MQTT messages into a central database, exactly once",
+        description="Subscribe to the stations' topics (persistent session, QoS 1) and write every verdict, batch, "
+                    "alarm and override exactly once into SQLite (default) or PostgreSQL. A message is acknowledged "
+                    "only once committed; duplicates are dropped by their idempotency key.")
+    parser.add_argument("--mqtt-url", required=True, metavar="mqtt://HOST:PORT", help="the broker")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--db", type=Path, default=None, metavar="PATH",
+                       help="SQLite file of the central database (default: fleet.db)")
+    where.add_argument("--db-url", default=None, metavar="postgresql://...",
+                       help="PostgreSQL instead of SQLite (needs: pip install 'psycopg[binary]')")
+    parser.add_argument("--topic", action="append", default=None, metavar="FILTER",
+                        help=f"topic filter, repeatable (default: {DEFAULT_FLEET_TOPIC})")
+    parser.add_argument("--client-id", default="edge-inspect-collector",
+                        help="MQTT client id: the broker keeps this session's queue while the collector is away")
+    parser.add_argument("--stats-interval", type=float, default=60.0, metavar="S",
+                        help="log counts every S seconds (0: never)")
+    parser.set_defaults(handler=collect)
+
+
+def collect(args: argparse.Namespace) -> int:
+    try:
+        url = BrokerUrl.parse(args.mqtt_url)
+    except BrokerUrlError as exc:
+        raise CommandError(f"--mqtt-url: {exc}") from exc
+    try:
+        database = open_collector_database(args.db, args.db_url)
+    except CollectorDatabaseError as exc:
+        raise CommandError(str(exc)) from exc
+    collector = Collector(url, database, tuple(args.topic or [DEFAULT_FLEET_TOPIC]), args.client_id)
+    done = threading.Event()
+
+    def finish(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, finish)
+    signal.signal(signal.SIGINT, finish)
+    collector.start()
+    log.info("collecting %s from %s into %s", ", ".join(collector.topics), url,
+             "PostgreSQL" if args.db_url else (args.db or "fleet.db"))
+    interval = args.stats_interval if args.stats_interval > 0 else None
+    while not done.wait(interval):
+        log.info("collector: %s", json.dumps(collector.stats()))
+    collector.stop()
+    print(json.dumps(collector.stats()))
+    return 0
