@@ -75,7 +75,7 @@ def test_models_list_promote_rollback_and_db_helpers(tmp_path: Path) -> None:
     assert run_cli("audit", "verify", "--config", str(config)).returncode == 0
 
     info = json.loads(run_cli("db", "info", "--config", str(config)).stdout)  # the audit created the database
-    assert info["schema_version"] == 5 and info["rows"]["verdicts"] == 0 and info["rows"]["audit_log"] == 2
+    assert info["schema_version"] == 6 and info["rows"]["verdicts"] == 0 and info["rows"]["audit_log"] == 2
     assert "schema is up to date" in run_cli("db", "migrate", "--config", str(config)).stdout
     backup = tmp_path / "copy.db"
     assert run_cli("db", "backup", "--config", str(config), str(backup)).returncode == 0 and backup.is_file()

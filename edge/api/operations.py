@@ -37,13 +37,6 @@ def build_router(station: Station, access: AccessControl) -> APIRouter:
                       checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
-    @router.get("/batches", tags=["batches"], response_model=list[BatchRecord], dependencies=[reader],
-                summary="Recent batches, newest first")
-    async def list_batches(open_only: bool = False,
-                           limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[BatchRecord]:
-        rows = await run_in_threadpool(store().batches, open_only, limit)
-        return [BatchRecord.model_validate(row) for row in rows]
-
     @router.get("/batches/{batch_id}", tags=["batches"], response_model=BatchRecord, dependencies=[reader],
                 summary="One batch")
     async def get_batch(batch_id: int) -> BatchRecord:

@@ -17,7 +17,6 @@ from edge.api.schemas import (
     OverrideRecord,
     OverrideRequest,
     VerdictCreated,
-    VerdictPage,
     VerdictRecord,
 )
 from edge.api.upload import AUDIO_TYPES, RAW_IMAGE_TYPES, read_image_upload, read_upload, upload_body
@@ -132,16 +131,6 @@ def build_router(station: Station, access: AccessControl) -> APIRouter:
                 summary="One verdict with its part, batch and latest override")
     async def get_verdict(verdict_id: int) -> VerdictRecord:
         return VerdictRecord.model_validate(await stored_verdict(verdict_id))
-
-    @router.get("/verdicts", response_model=VerdictPage, dependencies=[reader],
-                summary="Verdicts after a cursor, in commit order")
-    async def list_verdicts(
-        since: Annotated[int, Query(ge=0, description="Cursor: return verdicts with a larger id.")] = 0,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> VerdictPage:
-        rows = await run_in_threadpool(inspection().store.verdicts_since, since, limit + 1)
-        items = [VerdictRecord.model_validate(r) for r in rows[:limit]]
-        return VerdictPage(items=items, next_cursor=items[-1].id if items else since, has_more=len(rows) > limit)
 
     @router.get("/verdicts/{verdict_id}/{kind}", dependencies=[reader], response_class=FileResponse,
                 summary="The stored image or heat map",
