@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge.access import QMS_READ
 from edge.access import install as install_access
-from edge.api import audit, line, operations, verdicts
+from edge.api import audit, line, operations, pull, verdicts
 from edge.api.batch_figures import build_router as build_figures_router
 from edge.api.errors import install_error_handlers
 from edge.metrics import StationMetrics
@@ -70,6 +70,7 @@ def create_app(station: Station, stop_station_on_shutdown: bool = False) -> Fast
                               "declares the scope it needs; send `Authorization: Bearer <token>` "
                               "(`edge-inspect tokens create`) or log in for a session (POST /api/v1/session).")
     install_error_handlers(app)
+    app.include_router(pull.build_router(station, access))  # before verdicts: /verdicts/export is no id
     app.include_router(verdicts.build_router(station, access))
     app.include_router(operations.build_router(station, access))
     app.include_router(line.build_router(station, access))

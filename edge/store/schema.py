@@ -164,12 +164,21 @@ def _v5_outbox(db: sqlite_utils.Database) -> None:
                " delivered_at TEXT)")
 
 
+def _v6_pull_indexes(db: sqlite_utils.Database) -> None:
+    """What the pull API filters on (edge.store.queries): a part's own lot (outside any batch), the model's
+    decision and label. Each index ends in the row id, so a filter reads its matches already in cursor order."""
+    db.execute("CREATE INDEX IF NOT EXISTS idx_parts_lot ON parts(lot)")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_verdicts_decision ON verdicts(decision)")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_verdicts_label ON verdicts(label)")
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema: batches, parts, verdicts, overrides, alarms, audit log", _v1_initial),
     (2, "line traceability: recipe, trigger sequence, actuated decision, late flag", _v2_line_traceability),
     (3, "trusted record: hash chains, append-only verdicts, actors, users, tokens, sessions", _v3_trusted_record),
     (4, "batch figures and SPC state", _v4_batch_figures),
     (5, "outbox for the upstream link", _v5_outbox),
+    (6, "indexes for the pull API", _v6_pull_indexes),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
