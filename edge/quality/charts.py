@@ -122,17 +122,16 @@ def _baseline(conn: sqlite3.Connection, series: sqlite3.Row, settings: SpcSettin
 
 def _rate_chart(conn: sqlite3.Connection, batch_id: int, settings: SpcSettings, limit: int) -> RateChart:
     size = settings.subgroup_parts
-    parts = conn.execute("SELECT value FROM quality_counts WHERE batch_id = ? AND period = ? AND metric = 'parts'",
+    parts = conn.execute("SELECT parts FROM quality_totals WHERE batch_id = ? AND period = ? AND scope = ''",
                          (batch_id, WHOLE)).fetchone()
     last_group = (int(parts[0]) - 1) // size if parts is not None and int(parts[0]) > 0 else -1
     first_shown = max(0, last_group - limit - RULE_CONTEXT + 1)
     groups: dict[int, dict[str, int]] = {}
     for low, high in ((0, settings.baseline_subgroups - 1), (first_shown, last_group)):
-        for period, metric, value in conn.execute(
-                "SELECT period, metric, value FROM quality_counts WHERE batch_id = ? AND period BETWEEN ? AND ?"
-                " AND metric IN ('parts', 'ng')",
-                (batch_id, f"{GROUP_PREFIX}{low:09d}", f"{GROUP_PREFIX}{high:09d}")):
-            groups.setdefault(int(period[len(GROUP_PREFIX):]), {})[metric] = int(value)
+        for period, parts_in, ng in conn.execute(
+                "SELECT period, parts, ng FROM quality_totals WHERE batch_id = ? AND period BETWEEN ? AND ?"
+                " AND scope = ''", (batch_id, f"{GROUP_PREFIX}{low:09d}", f"{GROUP_PREFIX}{high:09d}")):
+            groups[int(period[len(GROUP_PREFIX):])] = {"parts": int(parts_in), "ng": int(ng)}
     ordered = sorted(groups)
     counts = [(groups[i].get("parts", 0), groups[i].get("ng", 0)) for i in ordered]
     p_bar = p_bar_of([c for i, c in zip(ordered, counts, strict=True) if i < settings.baseline_subgroups])

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from edge.quality.periods import HOUR_PREFIX, SHIFT_PREFIX, WHOLE, hour_keys
+from edge.quality.tracker import TOTAL_COLUMNS
 from edge.store import Batch, NotFoundError
 from edge.store.records import from_row
 
@@ -135,12 +137,16 @@ def batch_summary(conn: sqlite3.Connection, batch_id: int) -> Summary:
         raise NotFoundError(f"batch {batch_id} does not exist")
     batch = from_row(Batch, row)
     counts: dict[str, dict[str, int]] = defaultdict(dict)
+    spans: dict[str, tuple[str, str]] = {}
+    for row in conn.execute(f"SELECT period, scope, {_COLUMNS}, first_at, last_at FROM quality_totals"
+                            " WHERE batch_id = ? AND period NOT LIKE 'g:%'", (batch_id,)):
+        _add_totals(counts[row[0]], row)
+        if row[1] == "" and row[-2] is not None:
+            spans[row[0]] = (row[-2], row[-1])
     for period, metric, value in conn.execute(
             "SELECT period, metric, value FROM quality_counts WHERE batch_id = ? AND period NOT LIKE 'g:%'",
             (batch_id,)):
         counts[period][metric] = int(value)
-    spans = {r[0]: (r[1], r[2]) for r in conn.execute(
-        "SELECT period, first_at, last_at FROM quality_spans WHERE batch_id = ?", (batch_id,))}
     return Summary(_figures(counts.get(WHOLE, {}), spans.get(WHOLE)), batch=batch,
                    per_shift=_periods(counts, spans, SHIFT_PREFIX), per_hour=_periods(counts, spans, HOUR_PREFIX))
 
@@ -151,14 +157,19 @@ def window_summary(conn: sqlite3.Connection, hours: int, end: datetime | None = 
     keys = hour_keys(end or datetime.now(UTC), hours)
     marks = ", ".join("?" * len(keys))
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    sums = ", ".join(f"SUM({c})" for c in TOTAL_COLUMNS)
+    spans: dict[str, tuple[str, str]] = {}
+    for row in conn.execute(f"SELECT period, scope, {sums}, MIN(first_at), MAX(last_at) FROM quality_totals"
+                            f" WHERE period IN ({marks}) GROUP BY period, scope", keys):
+        _add_totals(counts[row[0]], row)
+        _add_totals(counts[WHOLE], row)
+        if row[1] == "" and row[-2] is not None:
+            spans[row[0]] = (row[-2], row[-1])
     for period, metric, value in conn.execute(
             f"SELECT period, metric, SUM(value) FROM quality_counts WHERE period IN ({marks}) GROUP BY period, metric",
             keys):
         counts[period][metric] += int(value)
         counts[WHOLE][metric] += int(value)
-    spans = {r[0]: (r[1], r[2]) for r in conn.execute(
-        f"SELECT period, MIN(first_at), MAX(last_at) FROM quality_spans WHERE period IN ({marks}) GROUP BY period",
-        keys)}
     whole = (min((s[0] for s in spans.values()), default=None), max((s[1] for s in spans.values()), default=None))
     return Summary(_figures(counts.get(WHOLE, {}), whole), window_hours=hours,
                    per_hour=_periods(counts, spans, HOUR_PREFIX))
@@ -171,7 +182,26 @@ def current_summary(conn: sqlite3.Connection, station: str, hours: int) -> Summa
     return batch_summary(conn, int(row[0])) if row is not None else window_summary(conn, hours)
 
 
-def _figures(counts: Mapping[str, int], span: tuple[str, str] | tuple[None, None] | None) -> Figures:
+_COLUMNS = ", ".join(TOTAL_COLUMNS)
+_MODALITY_COLUMNS = ("parts", "ok", "ng", "invalid", "verdicts")
+
+
+def _add_totals(into: dict[str, int], row: Sequence[Any]) -> None:
+    """Add a quality_totals row (period, scope, *TOTAL_COLUMNS, ...) to a metric -> value dict."""
+    scope = str(row[1])
+    values = row[2:2 + len(TOTAL_COLUMNS)]
+    if scope.startswith("model:"):
+        into[scope] = into.get(scope, 0) + int(values[TOTAL_COLUMNS.index("verdicts")])
+        return
+    for name, value in zip(TOTAL_COLUMNS, values, strict=True):
+        if not scope:
+            into[name] = into.get(name, 0) + int(value)
+        elif name in _MODALITY_COLUMNS:
+            key = f"modality:{scope}:{name}"
+            into[key] = into.get(key, 0) + int(value)
+
+
+def _figures(counts: Mapping[str, int], span: tuple[str | None, str | None] | None) -> Figures:
     first_at, last_at = span or (None, None)
     return figures_from(counts, first_at, last_at)
 

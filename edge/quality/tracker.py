@@ -19,6 +19,7 @@ Counting rules (the tests recompute them by brute force from the raw tables):
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -94,17 +95,59 @@ def group_metrics(part: PartState) -> Counter[str]:
     return Counter({"parts": 1, part.decision.lower(): 1})
 
 
+# Figures with a column of their own in quality_totals: per part (scope ''), per modality ("modality:<m>:<name>"
+# -> scope <m>) and per model version ("model:<name>@<version>", its verdicts -> scope "model:<name>@<version>").
+# Defect labels and alarm kinds are rows of quality_counts.
+TOTAL_COLUMNS = ("parts", "ok", "ng", "invalid", "first_pass_ok", "overridden_parts", "reinspected_parts",
+                 "inspections", "reinspections", "verdicts", "overrides", "confirmations", "late_answers", "alarms")
+_COLUMN = {name: index for index, name in enumerate(TOTAL_COLUMNS)}
+_UPSERT_TOTALS = (
+    f"INSERT INTO quality_totals (batch_id, period, scope, {', '.join(TOTAL_COLUMNS)}, first_at, last_at)"
+    f" VALUES (?, ?, ?{', ?' * len(TOTAL_COLUMNS)}, ?, ?) ON CONFLICT(batch_id, period, scope) DO UPDATE SET "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in TOTAL_COLUMNS)
+    + ", first_at = CASE WHEN first_at IS NULL OR excluded.first_at < first_at THEN excluded.first_at"
+      " ELSE first_at END, last_at = CASE WHEN last_at IS NULL OR excluded.last_at > last_at THEN excluded.last_at"
+      " ELSE last_at END")
 _UPSERT_COUNT = ("INSERT INTO quality_counts (batch_id, period, metric, value) VALUES (?, ?, ?, ?)"
                  " ON CONFLICT(batch_id, period, metric) DO UPDATE SET value = value + excluded.value")
-_UPSERT_SPAN = ("INSERT INTO quality_spans (batch_id, period, first_at, last_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(batch_id, period) DO UPDATE SET first_at = MIN(first_at, excluded.first_at),"
-                " last_at = MAX(last_at, excluded.last_at)")
+
+
+def write_metrics(conn: sqlite3.Connection, batch_id: int, periods: Iterable[str], metrics: dict[str, int],
+                  at: str | None = None) -> None:
+    """Add signed ``metrics`` to the batch's counters of each period (one statement for the fixed figures);
+    ``at`` widens the periods' time span."""
+    scopes: dict[str, list[int]] = {}
+    others: list[tuple[str, int]] = []
+    for name, amount in metrics.items():
+        if not amount:
+            continue
+        scope, column = "", name
+        if name not in _COLUMN:
+            kind, _, rest = name.partition(":")
+            if kind == "modality":
+                scope, _, column = rest.rpartition(":")
+            elif kind == "model":
+                scope, column = name, "verdicts"
+            else:
+                others.append((name, amount))
+                continue
+        values = scopes.setdefault(scope, [0] * len(TOTAL_COLUMNS))
+        values[_COLUMN[column]] += amount
+    if at is not None:
+        scopes.setdefault("", [0] * len(TOTAL_COLUMNS))
+    periods = tuple(periods)
+    conn.executemany(_UPSERT_TOTALS, [(batch_id, period, scope, *values, at if scope == "" else None,
+                                       at if scope == "" else None)
+                                      for period in periods for scope, values in scopes.items()])
+    if others:
+        conn.executemany(_UPSERT_COUNT, [(batch_id, period, name, amount) for period in periods
+                                         for name, amount in others])
+
+
 _PART_COLUMNS = ("part_id", "batch_id", "ordinal", "hour", "shift", "first_decision", "current_verdict",
                  "model_decision", "model_label", "override_decision", "override_label", "overridden", "inspections")
-_SAVE_PART = (f"INSERT OR REPLACE INTO quality_parts ({', '.join(_PART_COLUMNS)})"
-              f" VALUES ({', '.join('?' * len(_PART_COLUMNS))})")
-_SAVE_MODALITY = ("INSERT OR REPLACE INTO quality_part_modalities (part_id, modality, verdict_id, decision,"
-                  " override_decision) VALUES (?, ?, ?, ?, ?)")
+_SAVE_PART = (f"INSERT OR REPLACE INTO quality_parts ({', '.join(_PART_COLUMNS)}, modalities)"
+              f" VALUES ({', '.join('?' * (len(_PART_COLUMNS) + 1))})")
 
 
 class BatchFigures:
@@ -138,18 +181,18 @@ class BatchFigures:
         marks = ", ".join("?" * len(ids))
         rows = conn.execute(
             "SELECT v.id, v.part_id, v.modality, v.decision, v.label, v.score, v.model_name, v.model_version,"
-            " v.recipe, v.created_at, p.batch_id, p.decision AS overall"
+            " v.recipe, v.created_at, p.batch_id, p.decision AS overall, p.inspections"
             f" FROM verdicts v JOIN parts p ON p.id = v.part_id WHERE v.id IN ({marks}) ORDER BY v.id", ids).fetchall()
         if not rows:
             return
         first = rows[0]
         part_id, at, overall = int(first["part_id"]), str(first["created_at"]), str(first["overall"])
         label = next((self._defect_label(r) for r in rows if r["decision"] == "NG"), None)
-        before = self._part(conn, part_id)
-        old_modalities = self._modalities(conn, part_id)
+        first_inspection = int(first["inspections"] or 1) == 1  # the part row was made by this record
+        before, old_modalities = (None, {}) if first_inspection else self._part(conn, part_id)
         if before is None:
             batch_id = int(first["batch_id"] or 0)
-            ordinal = self._count(conn, batch_id, WHOLE, "parts")
+            ordinal = self._parts(conn, batch_id)
             part = PartState(part_id, batch_id, ordinal, hour_key(at), self.shifts.key(at), overall, int(first["id"]),
                              overall, label, None, None, False, 1)
         else:
@@ -167,9 +210,7 @@ class BatchFigures:
             events[f"modality:{row['modality']}:verdicts"] += 1
             if row["model_name"] is not None:
                 events[f"model:{row['model_name']}@{row['model_version'] or 0}"] += 1
-        self._apply(conn, part, delta, events)
-        for period in (WHOLE, part.hour, part.shift):
-            conn.execute(_UPSERT_SPAN, (part.batch_id, period, at, at))
+        self._apply(conn, part, delta, events, at)
         for row in rows:
             if row["score"] is not None and row["decision"] in SCORED_DECISIONS:
                 self._score(conn, part.batch_id, row)
@@ -177,10 +218,9 @@ class BatchFigures:
     def _overridden(self, conn: sqlite3.Connection, override_id: int, changed: bool) -> None:
         row = conn.execute("SELECT o.verdict_id, o.decision, o.label, v.part_id, v.modality FROM overrides o"
                            " JOIN verdicts v ON v.id = o.verdict_id WHERE o.id = ?", (override_id,)).fetchone()
-        before = None if row is None else self._part(conn, int(row["part_id"]))
+        before, old_modalities = (None, {}) if row is None else self._part(conn, int(row["part_id"]))
         if row is None or before is None:
             return  # a part judged before the figures existed
-        old_modalities = self._modalities(conn, before.part_id)
         modalities = dict(old_modalities)
         part = replace(before, overridden=before.overridden or changed)
         verdict_id = int(row["verdict_id"])
@@ -196,7 +236,7 @@ class BatchFigures:
 
     def _late(self, conn: sqlite3.Connection, verdict_id: int) -> None:
         row = conn.execute("SELECT part_id FROM verdicts WHERE id = ?", (verdict_id,)).fetchone()
-        part = None if row is None else self._part(conn, int(row[0]))
+        part = None if row is None else self._part(conn, int(row[0]))[0]
         if part is not None:
             self._apply(conn, part, ({}, {}), Counter({"late_answers": 1}))
 
@@ -206,8 +246,8 @@ class BatchFigures:
             return
         batches = [int(r[0]) for r in conn.execute("SELECT id FROM batches WHERE closed_at IS NULL")] or [0]
         periods = (WHOLE, hour_key(row["raised_at"]), self.shifts.key(row["raised_at"]))
-        conn.executemany(_UPSERT_COUNT, [(batch, period, metric, 1) for batch in batches for period in periods
-                                         for metric in ("alarms", f"alarm:{row['kind']}")])
+        for batch in batches:
+            write_metrics(conn, batch, periods, {"alarms": 1, f"alarm:{row['kind']}": 1})
 
     def _defect_label(self, row: sqlite3.Row) -> str | None:
         """An NG verdict's label, or None (counted as ``anomaly``) when a good-only model gave it."""
@@ -220,34 +260,28 @@ class BatchFigures:
 
     # -- state ---------------------------------------------------------------------------------
     @staticmethod
-    def _part(conn: sqlite3.Connection, part_id: int) -> PartState | None:
-        row = conn.execute(f"SELECT {', '.join(_PART_COLUMNS)} FROM quality_parts WHERE part_id = ?",
+    def _part(conn: sqlite3.Connection, part_id: int) -> tuple[PartState | None, dict[str, ModalityState]]:
+        row = conn.execute(f"SELECT {', '.join(_PART_COLUMNS)}, modalities FROM quality_parts WHERE part_id = ?",
                            (part_id,)).fetchone()
         if row is None:
-            return None
-        values = list(row)
+            return None, {}
+        values = list(row)[:-1]
         values[11] = bool(values[11])
-        return PartState(*values)
-
-    @staticmethod
-    def _modalities(conn: sqlite3.Connection, part_id: int) -> dict[str, ModalityState]:
-        rows = conn.execute("SELECT modality, verdict_id, decision, override_decision FROM quality_part_modalities"
-                            " WHERE part_id = ?", (part_id,))
-        return {r[0]: ModalityState(r[0], int(r[1]), r[2], r[3]) for r in rows}
+        modalities = {m[0]: ModalityState(m[0], int(m[1]), m[2], m[3]) for m in json.loads(row[-1])}
+        return PartState(*values), modalities
 
     @staticmethod
     def _save(conn: sqlite3.Connection, part: PartState, modalities: Iterable[ModalityState]) -> None:
+        states = json.dumps([[m.modality, m.verdict_id, m.decision, m.override_decision] for m in modalities])
         conn.execute(_SAVE_PART, (part.part_id, part.batch_id, part.ordinal, part.hour, part.shift,
                                   part.first_decision, part.current_verdict, part.model_decision, part.model_label,
                                   part.override_decision, part.override_label, int(part.overridden),
-                                  part.inspections))
-        conn.executemany(_SAVE_MODALITY, [(part.part_id, m.modality, m.verdict_id, m.decision, m.override_decision)
-                                          for m in modalities])
+                                  part.inspections, states))
 
     @staticmethod
-    def _count(conn: sqlite3.Connection, batch_id: int, period: str, metric: str) -> int:
-        row = conn.execute("SELECT value FROM quality_counts WHERE batch_id = ? AND period = ? AND metric = ?",
-                           (batch_id, period, metric)).fetchone()
+    def _parts(conn: sqlite3.Connection, batch_id: int) -> int:
+        row = conn.execute("SELECT parts FROM quality_totals WHERE batch_id = ? AND period = '' AND scope = ''",
+                           (batch_id,)).fetchone()
         return 0 if row is None else int(row[0])
 
     # -- counters ------------------------------------------------------------------------------
@@ -262,16 +296,13 @@ class BatchFigures:
         return _difference(new, old), _difference(new_group, old_group)
 
     def _apply(self, conn: sqlite3.Connection, part: PartState, delta: tuple[dict[str, int], dict[str, int]],
-               events: Counter[str]) -> None:
+               events: Counter[str], at: str | None = None) -> None:
         figures, group = delta
         for name, amount in events.items():
             figures[name] = figures.get(name, 0) + amount
-        rows = [(part.batch_id, period, name, amount) for period in (WHOLE, part.hour, part.shift)
-                for name, amount in figures.items() if amount]
+        write_metrics(conn, part.batch_id, (WHOLE, part.hour, part.shift), figures, at)
         if group:
-            period = group_key(part.ordinal, self.settings.spc.subgroup_parts)
-            rows.extend((part.batch_id, period, name, amount) for name, amount in group.items() if amount)
-        conn.executemany(_UPSERT_COUNT, rows)
+            write_metrics(conn, part.batch_id, (group_key(part.ordinal, self.settings.spc.subgroup_parts),), group)
 
     def _score(self, conn: sqlite3.Connection, batch_id: int, row: sqlite3.Row) -> None:
         key = (batch_id, row["modality"], row["model_name"] or "", int(row["model_version"] or 0))

@@ -127,15 +127,18 @@ def _v4_batch_figures(db: sqlite_utils.Database) -> None:
                  " ordinal INTEGER NOT NULL, hour TEXT NOT NULL, shift TEXT NOT NULL, first_decision TEXT NOT NULL,"
                  " current_verdict INTEGER NOT NULL, model_decision TEXT NOT NULL, model_label TEXT,"
                  " override_decision TEXT, override_label TEXT, overridden INTEGER NOT NULL DEFAULT 0,"
-                 " inspections INTEGER NOT NULL DEFAULT 1)")
-    conn.execute("CREATE TABLE quality_part_modalities (part_id INTEGER NOT NULL, modality TEXT NOT NULL,"
-                 " verdict_id INTEGER NOT NULL, decision TEXT NOT NULL, override_decision TEXT,"
-                 " PRIMARY KEY (part_id, modality)) WITHOUT ROWID")
+                 " inspections INTEGER NOT NULL DEFAULT 1, modalities TEXT NOT NULL)")
+    # Counters: one row per batch, period and scope ('' = parts, a modality, or 'model:<name>@<version>')...
+    totals = ", ".join(f"{name} INTEGER NOT NULL DEFAULT 0" for name in (
+        "parts", "ok", "ng", "invalid", "first_pass_ok", "overridden_parts", "reinspected_parts", "inspections",
+        "reinspections", "verdicts", "overrides", "confirmations", "late_answers", "alarms"))
+    conn.execute(f"CREATE TABLE quality_totals (batch_id INTEGER NOT NULL, period TEXT NOT NULL, scope TEXT NOT NULL,"
+                 f" {totals}, first_at TEXT, last_at TEXT, PRIMARY KEY (batch_id, period, scope)) WITHOUT ROWID")
+    conn.execute("CREATE INDEX idx_quality_totals_period ON quality_totals(period)")
+    # ... and one per defect label ('label:<defect>') or alarm kind ('alarm:<kind>').
     conn.execute("CREATE TABLE quality_counts (batch_id INTEGER NOT NULL, period TEXT NOT NULL, metric TEXT NOT NULL,"
                  " value INTEGER NOT NULL, PRIMARY KEY (batch_id, period, metric)) WITHOUT ROWID")
     conn.execute("CREATE INDEX idx_quality_counts_period ON quality_counts(period)")
-    conn.execute("CREATE TABLE quality_spans (batch_id INTEGER NOT NULL, period TEXT NOT NULL, first_at TEXT NOT NULL,"
-                 " last_at TEXT NOT NULL, PRIMARY KEY (batch_id, period)) WITHOUT ROWID")
     # Score series for the control charts: one per batch, modality and model version, in verdict order.
     conn.execute("CREATE TABLE quality_series (id INTEGER PRIMARY KEY, batch_id INTEGER NOT NULL,"
                  " modality TEXT NOT NULL, model_name TEXT NOT NULL, model_version INTEGER NOT NULL, recipe TEXT,"
