@@ -7,7 +7,6 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
@@ -387,76 +386,6 @@ class UpstreamSettings(_Section):
         return self.mqtt_url is not None or self.webhook is not None
 
 
-class ShiftSettings(_Section):
-    """One shift of the plant's day: it runs from its start until the next shift's start."""
-
-    name: str = Field(title="Shift name", pattern=r"^[A-Za-z0-9_.-]{1,32}$",
-                      description="Shown in the per-shift figures, e.g. early, late, night.")
-    start: str = Field(title="Start time", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
-                       description="Local time of day (HH:MM, 24 h) at which the shift begins.")
-
-
-class SpcSettings(_Section):
-    """Statistical process control on anomaly scores and the NG rate (edge.quality.spc)."""
-
-    baseline_points: int = Field(100, ge=10, le=100_000, title="Baseline verdicts",
-                                 description="The control limits of a score chart come from its first this many "
-                                             "scored verdicts (individuals and moving-range chart).")
-    baseline_scope: Literal["batch", "model"] = Field(
-        "batch", title="Baseline scope",
-        description="batch: each batch's first verdicts of a model version set its limits. model: the first "
-                    "verdicts a model version ever judged on this station set them, for every later batch.")
-    subgroup_parts: int = Field(50, ge=5, le=100_000, title="Parts per p-chart subgroup",
-                                description="The NG-rate chart takes consecutive parts of a batch in groups of "
-                                            "this many (applies to parts judged after a change).")
-    baseline_subgroups: int = Field(20, ge=2, le=10_000, title="Baseline subgroups",
-                                    description="The p-chart's centre line is the NG rate of the first this many "
-                                                "subgroups.")
-    alarm: bool = Field(True, title="Alarm on drift",
-                        description="Raise an 'spc_drift' alarm when a score chart breaks a Western Electric rule "
-                                    "(2-4, or rule 1 on a part still judged OK) or the NG rate leaves its limits.")
-    check_interval_s: float = Field(2.0, gt=0, le=3600, title="Seconds between drift checks")
-    drift_tolerance: float = Field(0.25, gt=0, le=10, title="Score drift tolerance",
-                                   description="The model check warns when the median score of the day's good "
-                                               "parts differs from the calibration median by more than this share.")
-
-
-class FiguresSettings(_Section):
-    """Batch figures, shifts, SPC and batch reports for the plant's QMS (edge.quality)."""
-
-    timezone: str = Field("UTC", title="Plant time zone",
-                          description="IANA zone (e.g. Europe/Berlin) in which shift start times are given.")
-    shifts: list[ShiftSettings] = Field(
-        default_factory=lambda: [ShiftSettings(name="early", start="06:00"), ShiftSettings(name="late", start="14:00"),
-                                 ShiftSettings(name="night", start="22:00")],
-        title="Shifts", description="The plant's shifts; a part counts in the shift during which it was first judged.")
-    current_hours: int = Field(8, ge=1, le=24 * 31, title="Hours of the current summary",
-                               description="With no open batch the station's current summary covers this many hours.")
-    spc: SpcSettings = Field(default_factory=lambda: SpcSettings(), title="SPC")
-    report_thumbnails: int = Field(24, ge=0, le=500, title="NG thumbnails in a batch report",
-                                   description="A batch report shows at most this many NG parts with heat maps.")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as UTC or Europe/Berlin") from exc
-        return value
-
-    @field_validator("shifts")
-    @classmethod
-    def _distinct_shifts(cls, shifts: list[ShiftSettings]) -> list[ShiftSettings]:
-        if not shifts:
-            raise ValueError("at least one shift is needed (one shift starting 00:00 for a plant without shifts)")
-        for attribute in ("name", "start"):
-            values = [getattr(s, attribute) for s in shifts]
-            if len(set(values)) != len(values):
-                raise ValueError(f"shift {attribute}s must be unique")
-        return shifts
-
-
 class StationConfig(_Section):
     station: StationInfo = Field(default_factory=lambda: StationInfo())
     storage: StorageSettings = Field(default_factory=lambda: StorageSettings())
@@ -469,7 +398,6 @@ class StationConfig(_Section):
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
     training: TrainingSettings = Field(default_factory=lambda: TrainingSettings())
     access: AccessSettings = Field(default_factory=lambda: AccessSettings())
-    figures: FiguresSettings = Field(default_factory=lambda: FiguresSettings())
     upstream: UpstreamSettings = Field(default_factory=lambda: UpstreamSettings())
     figures: FiguresSettings = Field(default_factory=lambda: FiguresSettings())
 

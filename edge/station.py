@@ -23,7 +23,6 @@ from edge.metrics import StationMetrics
 from edge.microphone import ContinuousListener, build_microphone
 from edge.model_manager import ModelManager
 from edge.quality import attach_quality
-from edge.quality import attach_quality
 from edge.runner import SourceRunner
 from edge.store import VerdictStore
 from edge.store.chain import append_audit
@@ -118,7 +117,6 @@ class Station:
                                             int(cfg.api.max_image_megapixels * 1_000_000),
                                             quality_limits(cfg.quality))
         self._load_acoustic_models()
-        self.quality = attach_quality(self.store, cfg)  # batch figures listener, SPC alarms, batch reports
         self.quality = attach_quality(self.store, cfg)  # batch figures listener, SPC alarms, batch reports
         try:
             self.upstream = Upstream(cfg.upstream, self.id, self.metrics)

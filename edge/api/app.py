@@ -15,7 +15,6 @@ from edge.access import QMS_READ
 from edge.access import install as install_access
 from edge.api import audit, line, operations, pull, verdicts
 from edge.api.batch_figures import build_router as build_figures_router
-from edge.api.batch_figures import build_router as build_figures_router
 from edge.api.errors import install_error_handlers
 from edge.metrics import StationMetrics
 from edge.station import Station
@@ -76,7 +75,6 @@ def create_app(station: Station, stop_station_on_shutdown: bool = False) -> Fast
     app.include_router(operations.build_router(station, access))
     app.include_router(line.build_router(station, access))
     app.include_router(audit.build_router(station, access))
-    app.include_router(build_figures_router(station, access))
     app.include_router(build_figures_router(station, access))
 
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(access.requires(QMS_READ))])
