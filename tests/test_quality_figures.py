@@ -253,3 +253,25 @@ def test_shift_calendar_wraps_past_midnight() -> None:
     assert calendar.key("2026-12-05T05:30:00+00:00") == "s:2026-12-05/early"  # 06:30 in Berlin
     assert calendar.key("2026-12-05T04:30:00+00:00") == "s:2026-12-04/night"  # 05:30 in Berlin
     assert calendar.key("2026-12-05T13:00:00+00:00") == "s:2026-12-05/late"
+
+
+def test_a_failing_figure_never_costs_a_verdict(tmp_path: Path) -> None:
+    failed: list[str] = []
+    figures = BatchFigures(FiguresSettings(), on_failure=lambda event, error: failed.append(event.kind))
+    store = VerdictStore(tmp_path / "v.db", sync="normal")
+    store.add_listener(figures)
+    store.start()
+    try:
+        ok = NewVerdict("vision", "OK", "good", 0.1, 0.5, "m", 1, 2.0)
+        store.record(PartContext(STATION, "t", serial="A"), [ok]).result()
+
+        def broken(conn: object, ids: object) -> None:
+            store.reader()  # any work, then a bug
+            raise KeyError("bug")
+
+        figures._stored = broken  # type: ignore[method-assign]
+        stored = store.record(PartContext(STATION, "t", serial="B"), [ok]).result()
+        assert store.verdict(stored.verdict_id) is not None and failed == ["verdicts"] and figures.failures == 1
+        assert window_summary(store.reader(), 24).figures.parts == 1  # B is missing, A intact
+    finally:
+        store.close()

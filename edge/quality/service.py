@@ -48,7 +48,7 @@ class QualityService:
         self._thread = threading.Thread(target=self._run, name="quality-worker", daemon=True)
 
     def attach(self) -> QualityService:
-        self.store.add_listener(BatchFigures(self.settings, self._note, self._good_only))
+        self.store.add_listener(BatchFigures(self.settings, self._note, self._good_only, self._figures_failed))
         self._thread.start()
         return self
 
@@ -59,6 +59,16 @@ class QualityService:
             return self._registry.manifest(name, version).kind.endswith("anomaly")
         except (ManifestError, LookupError, OSError):
             return False
+
+    def _figures_failed(self, event: RecordEvent, error: Exception) -> None:
+        """Inside the writer's transaction: the figures skipped an event. Queue an alarm (not waited for:
+        it commits in a later transaction) so the QMS figures are known to be incomplete."""
+        try:
+            self.store.raise_alarm("figures_incomplete", f"batch figures skipped a change ({event.kind} {event.action} "
+                                   f"{list(event.ids)}): {type(error).__name__}: {error}; the record itself is "
+                                   "stored. Report this as a bug.", "warning", "quality")
+        except StoreUnavailableError:
+            log.error("could not queue the figures_incomplete alarm")
 
     def _note(self, event: RecordEvent) -> None:
         """Inside the writer's transaction: only note what the worker should look at after the commit."""

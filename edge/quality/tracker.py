@@ -20,6 +20,7 @@ Counting rules (the tests recompute them by brute force from the raw tables):
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -28,6 +29,8 @@ from dataclasses import dataclass, replace
 from edge.config import FiguresSettings
 from edge.quality.periods import WHOLE, ShiftCalendar, group_key, hour_key
 from edge.store import RecordEvent
+
+log = logging.getLogger(__name__)
 
 GENERIC_LABELS = frozenset({"", "anomaly", "anomalous", "abnormal", "good", "ok", "normal", "ng", "defect-free"})
 UNLABELLED = "anomaly"
@@ -157,14 +160,34 @@ class BatchFigures:
     transaction: it must only note the event (the after-commit worker does the work)."""
 
     def __init__(self, settings: FiguresSettings, on_change: Callable[[RecordEvent], None] | None = None,
-                 good_only: Callable[[str, int], bool] | None = None) -> None:
+                 good_only: Callable[[str, int], bool] | None = None,
+                 on_failure: Callable[[RecordEvent, Exception], None] | None = None) -> None:
         self.settings = settings
         self.shifts = ShiftCalendar.from_settings(settings)
         self.on_change = on_change
         self.good_only = good_only  # (model, version) -> trained on good parts only (its NG label names no defect)
+        self.on_failure = on_failure  # told (inside the transaction) when an event's figures had to be skipped
+        self.failures = 0
         self._good_only: dict[tuple[str, int], bool] = {}
 
     def __call__(self, conn: sqlite3.Connection, event: RecordEvent) -> None:
+        # The figures never cost the line a verdict: a failure here (a bug, unexpected data) undoes the
+        # figures' own writes only, is logged and counted, and the record commits without them.
+        conn.execute("SAVEPOINT quality_figures")
+        try:
+            self._handle(conn, event)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO quality_figures")
+            self.failures += 1
+            log.exception("batch figures skipped %s %s %s", event.kind, event.action, event.ids)
+            if self.on_failure is not None:
+                self.on_failure(event, exc)
+        finally:
+            conn.execute("RELEASE quality_figures")
+        if self.on_change is not None:
+            self.on_change(event)
+
+    def _handle(self, conn: sqlite3.Connection, event: RecordEvent) -> None:
         if event.kind == "verdicts":
             self._stored(conn, event.ids)
         elif event.kind == "override":
@@ -173,8 +196,6 @@ class BatchFigures:
             self._late(conn, event.ids[0])
         elif event.kind == "alarm" and event.action == "raised":
             self._alarm(conn, event.ids[0])
-        if self.on_change is not None:
-            self.on_change(event)
 
     # -- events --------------------------------------------------------------------------------
     def _stored(self, conn: sqlite3.Connection, ids: tuple[int, ...]) -> None:
