@@ -168,9 +168,10 @@ def _v5_outbox(db: sqlite_utils.Database) -> None:
 
 
 def _v6_pull_indexes(db: sqlite_utils.Database) -> None:
-    """What the pull API filters on (edge.store.queries): a part's own lot (outside any batch), the model's
-    decision and label. Each index ends in the row id, so a filter reads its matches already in cursor order."""
-    db.execute("CREATE INDEX IF NOT EXISTS idx_parts_lot ON parts(lot)")
+    """What the pull API filters on (edge.store.queries): a part's own lot (outside any batch; with batch_id the
+    index covers the lot filter), the model's decision and label. Each index ends in the row id, so a filter
+    reads its matches already in cursor order."""
+    db.execute("CREATE INDEX IF NOT EXISTS idx_parts_lot ON parts(lot, batch_id)")
     db.execute("CREATE INDEX IF NOT EXISTS idx_verdicts_decision ON verdicts(decision)")
     db.execute("CREATE INDEX IF NOT EXISTS idx_verdicts_label ON verdicts(label)")
 
