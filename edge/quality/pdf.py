@@ -188,7 +188,10 @@ def _rate_chart(pdf: FPDF, chart: RateChart) -> None:
     if chart.p_bar is None or not chart.points:
         pdf.cell(0, 5, "Too few parts for a p-chart.", new_x="LMARGIN", new_y="NEXT")
         return
-    points = chart.points
+    points = [p for p in chart.points if p.complete]  # a subgroup still filling has limits far apart
+    if not points:
+        pdf.cell(0, 5, "No complete subgroup yet.", new_x="LMARGIN", new_y="NEXT")
+        return
     high = max([chart.p_bar, *(p.proportion.ucl for p in points), *(p.proportion.p for p in points)]) or 1.0
     x, y, w, h = _frame(pdf)
 
