@@ -275,3 +275,32 @@ def test_a_failing_figure_never_costs_a_verdict(tmp_path: Path) -> None:
         assert window_summary(store.reader(), 24).figures.parts == 1  # B is missing, A intact
     finally:
         store.close()
+
+
+def test_a_batch_older_than_the_figures_says_it_is_incomplete(tmp_path: Path) -> None:
+    import sqlite3
+
+    from edge.store.schema import connect
+    plain = VerdictStore(tmp_path / "v.db", sync="normal")  # a store without the listener, upgraded later
+    plain.start()
+    batch = plain.open_batch("OLD", STATION, "op").result().id
+    plain.record(PartContext(STATION, "t", serial="A"), [NewVerdict("vision", "OK", "good", 0.1, 0.5, "m", 1, 2.0)]
+                 ).result()
+    plain.close()
+    conn: sqlite3.Connection = connect(tmp_path / "v.db")
+    conn.execute("UPDATE quality_meta SET value = ? WHERE key = 'started_at'", (datetime.now(UTC).isoformat(),))
+    conn.close()
+    store = VerdictStore(tmp_path / "v.db", sync="normal")
+    store.add_listener(BatchFigures(FiguresSettings()))
+    store.start()
+    try:
+        store.record(PartContext(STATION, "t", serial="B"), [NewVerdict("vision", "OK", "good", 0.1, 0.5, "m", 1, 2.0)]
+                     ).result()
+        summary = batch_summary(store.reader(), batch)
+        assert not summary.complete and summary.figures.parts == 1
+        other = store.close_batch(batch, "op").result()
+        assert other.closed_at
+        fresh = store.open_batch("NEW", STATION, "op").result().id
+        assert batch_summary(store.reader(), fresh).complete
+    finally:
+        store.close()

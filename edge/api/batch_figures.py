@@ -94,6 +94,9 @@ class SummaryOut(FiguresOut):
     window_hours: int | None = Field(description="Hours covered by a time-window summary.")
     per_shift: list[PeriodOut] = Field(description="The same figures per shift (by first inspection).")
     per_hour: list[PeriodOut] = Field(description="The same figures per UTC hour (by first inspection).")
+    complete: bool = Field(description="False when some of these parts were judged before this station's "
+                                       "software kept figures (a database upgraded with a batch in it): those "
+                                       "parts are not counted.")
     generated_at: str = Field(description="When these figures were read (UTC).")
 
 
@@ -110,7 +113,7 @@ def summary_out(summary: Summary) -> SummaryOut:
         summary.figures, SummaryOut, batch_id=batch.id if batch else None, lot=batch.lot if batch else None,
         product=batch.product if batch else None, recipe=batch.recipe if batch else None, status=status,
         opened_at=batch.opened_at if batch else None, closed_at=batch.closed_at if batch else None,
-        window_hours=summary.window_hours, generated_at=summary.generated_at,
+        window_hours=summary.window_hours, generated_at=summary.generated_at, complete=summary.complete,
         per_shift=[figures_out(p.figures, PeriodOut, period=p.period) for p in summary.per_shift],
         per_hour=[figures_out(p.figures, PeriodOut, period=p.period) for p in summary.per_hour])
     assert isinstance(out, SummaryOut)

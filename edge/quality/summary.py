@@ -96,6 +96,7 @@ class Summary:
     window_hours: int | None = None
     per_shift: tuple[PeriodFigures, ...] = ()
     per_hour: tuple[PeriodFigures, ...] = ()
+    complete: bool = True  # False: some of these parts were judged before the figures existed (an upgrade)
     generated_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
 
@@ -148,7 +149,8 @@ def batch_summary(conn: sqlite3.Connection, batch_id: int) -> Summary:
             (batch_id,)):
         counts[period][metric] = int(value)
     return Summary(_figures(counts.get(WHOLE, {}), spans.get(WHOLE)), batch=batch,
-                   per_shift=_periods(counts, spans, SHIFT_PREFIX), per_hour=_periods(counts, spans, HOUR_PREFIX))
+                   per_shift=_periods(counts, spans, SHIFT_PREFIX), per_hour=_periods(counts, spans, HOUR_PREFIX),
+                   complete=_counted_since_open(conn, batch.opened_at))
 
 
 def window_summary(conn: sqlite3.Connection, hours: int, end: datetime | None = None) -> Summary:
@@ -180,6 +182,12 @@ def current_summary(conn: sqlite3.Connection, station: str, hours: int) -> Summa
     row = conn.execute("SELECT id FROM batches WHERE station = ? AND closed_at IS NULL ORDER BY id DESC LIMIT 1",
                        (station,)).fetchone()
     return batch_summary(conn, int(row[0])) if row is not None else window_summary(conn, hours)
+
+
+def _counted_since_open(conn: sqlite3.Connection, opened_at: str) -> bool:
+    """Whether the figures saw all of a batch: it opened after they began (not before a database upgrade)."""
+    row = conn.execute("SELECT value FROM quality_meta WHERE key = 'started_at'").fetchone()
+    return row is None or opened_at >= str(row[0])
 
 
 _COLUMNS = ", ".join(TOTAL_COLUMNS)

@@ -150,6 +150,10 @@ def _v4_batch_figures(db: sqlite_utils.Database) -> None:
     conn.execute("CREATE TABLE quality_scores (series_id INTEGER NOT NULL, seq INTEGER NOT NULL,"
                  " verdict_id INTEGER NOT NULL, score REAL NOT NULL, decision TEXT NOT NULL, at TEXT NOT NULL,"
                  " PRIMARY KEY (series_id, seq)) WITHOUT ROWID")
+    # Where the figures begin: on a database upgraded with verdicts in it, earlier batches have none.
+    conn.execute("CREATE TABLE quality_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("INSERT INTO quality_meta (key, value) VALUES ('started_at', ?)",
+                 (datetime.now(UTC).isoformat(timespec="microseconds"),))
     # Batch reports written after a batch closes (files in the data folder, named by batch id only).
     conn.execute("CREATE TABLE quality_reports (batch_id INTEGER PRIMARY KEY, pdf TEXT, csv TEXT,"
                  " generated_at TEXT NOT NULL, error TEXT)")
