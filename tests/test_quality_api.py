@@ -137,3 +137,20 @@ def test_openapi_documents_the_summary(client: TestClient) -> None:
 def test_reports_dir_never_named_by_a_client(tmp_path: Path) -> None:
     from edge.quality.reports import report_path
     assert report_path(tmp_path, 7, "pdf") == tmp_path / "reports" / "batch-7.pdf"
+
+
+def test_a_report_that_cannot_be_written_is_a_clear_404(client: TestClient, operator_headers: dict[str, str],
+                                                        station: Station) -> None:
+    (station.config.data_dir / "reports").write_text("not a folder")  # the report files cannot be created
+    batch = client.post("/api/v1/batches", json={"lot": "LOT-X"}, headers=operator_headers).json()
+    judge(client, "SN-X", spot=True)
+    assert client.post(f"/api/v1/batches/{batch['id']}/close", headers=operator_headers).status_code == 200
+    deadline = time.monotonic() + 30
+    while True:
+        response = client.get(f"/api/v1/batches/{batch['id']}/report.csv")
+        message = response.json()["error"]["message"]
+        if "could not be written" in message or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert response.status_code == 404 and "could not be written" in message, message
+    assert client.get(f"/api/v1/batches/{batch['id']}/summary").json()["parts"] == 1

@@ -142,9 +142,9 @@ class QualityService:
         error = None
         try:
             write_report(self.store.reader(), self.config.data_dir, batch_id, self.settings, self._archive)
-        except (OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # recorded and shown by the download routes; never retried in a loop
             error = f"{type(exc).__name__}: {exc}"
-            log.error("batch %d report: %s", batch_id, error)
+            log.exception("batch %d report: %s", batch_id, error)
         now = utc_now()
 
         def record(conn: sqlite3.Connection) -> None:
