@@ -140,3 +140,36 @@ def test_ng_rate_out_of_control_raises_an_alarm(spc_station: Station) -> None:
         record(spc_station, f"Q{n}", 3.0 if n < 6 else 1.0)
     messages = wait_for_alarm(spc_station, containing="NG rate")
     assert messages and "parts 31..40" in messages[0]
+
+
+class Manifests:
+    """A manifest source with fixed calibration figures."""
+
+    def __init__(self, median: float, reject: float) -> None:
+        self.metrics = {"calibration_good_score_median": median, "calibration_false_reject_rate": reject}
+
+    def manifest(self, name: str, version: int | None = None) -> object:
+        return type("M", (), {"metrics": self.metrics})()
+
+
+def test_model_drift_against_the_calibration(tmp_path: Path) -> None:
+    from edge.config import FiguresSettings
+    from edge.quality import BatchFigures
+    from edge.quality.drift import model_drift
+    from edge.store import VerdictStore
+    store = VerdictStore(tmp_path / "v.db", sync="normal")
+    store.add_listener(BatchFigures(FiguresSettings()))
+    store.start()
+    try:
+        for n in range(60):
+            score = 1.5 + 0.01 * (n % 7)  # good parts scoring ~1.5 where calibration saw 1.0
+            store.record(PartContext("st", "t", serial=f"G{n}"),
+                         [NewVerdict("vision", "OK", "good", score, 2.0, "tile", 3, 1.0)]).result()
+        drift = model_drift(store.reader(), Manifests(1.0, 0.05), 24, 0.25)  # type: ignore[arg-type]
+        assert [(d.model_name, d.model_version, d.status) for d in drift] == [("tile", 3, "drift")]
+        assert drift[0].good_parts == 60 and drift[0].median_ratio == pytest.approx(1.53, abs=0.01)
+        steady = model_drift(store.reader(), Manifests(1.5, 0.05), 24, 0.25)  # type: ignore[arg-type]
+        assert steady[0].status == "ok" and not steady[0].reasons
+        assert model_drift(store.reader(), None, 24, 0.25)[0].status == "unknown"
+    finally:
+        store.close()
