@@ -26,6 +26,12 @@ def spectral_profile(logmel: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.fl
     return np.asarray(np.log(band_power) - np.log(np.sum(band_power)))
 
 
+def window_level(logmel: npt.NDArray[np.floating[Any]]) -> float:
+    """``(n_mels, frames)`` log-mel -> the log of the window's total power (what the profile divides out)."""
+    band_power = np.mean(np.exp(np.asarray(logmel, dtype=np.float64)), axis=1)
+    return float(np.log(np.sum(band_power)))
+
+
 def profile_nodes(features: str, output: str, prefix: str = "profile") -> list[NodeProto]:
     """ONNX nodes: ``features`` [1, n_mels, T] -> ``output`` [1, n_mels]; opset 17."""
     p = prefix

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -20,13 +20,14 @@ import onnx
 from acoustic.anomaly_model import AnomalyParams, anomaly_onnx
 from acoustic.classifier_model import ClassifierParams, classifier_onnx
 from acoustic.features import FeatureConfig, LogMelExtractor
-from acoustic.profile import spectral_profile
+from acoustic.profile import spectral_profile, window_level
+from models.evaluation import Target, choose_operating_point, operating_point_summary
 from models.manifest import ONNX_FILE, AudioInput, Manifest, TrainingInfo, sha256_of, write_manifest
 
 Progress = Callable[[float, str], None]
 NORMAL_LABEL = "normal"
 ANOMALOUS_LABEL = "anomalous"
-THRESHOLD_FACTOR = 2.5  # anomaly threshold = factor x median held-out normal score
+SINGLE_WINDOW_THRESHOLD = 3.0  # normal windows score about 1; used only when nothing can be held out
 
 
 class TrainingDataError(ValueError):
@@ -78,19 +79,26 @@ def _load_clips(paths: Sequence[Path]) -> tuple[list[npt.NDArray[np.float32]], i
     return clips, rates.pop()
 
 
-def _anomaly_threshold(profiles_by_clip: list[npt.NDArray[np.float64]]) -> tuple[float, list[float]]:
-    """Threshold from held-out normal scores: leave one clip out (or one window, for one clip)."""
-    groups = profiles_by_clip if len(profiles_by_clip) >= 3 else [p[np.newaxis] for c in profiles_by_clip for p in c]
+def _held_out_scores(profiles_by_clip: list[npt.NDArray[np.float64]],
+                     levels_by_clip: list[npt.NDArray[np.float64]] | None) -> list[float]:
+    """Normal scores as a new clip would get them: each clip scored by a model fitted without it (each
+    window, when there are fewer than 3 clips); empty for a single window."""
+    levels: list[npt.NDArray[np.float64] | None] = (
+        list(levels_by_clip) if levels_by_clip is not None else [None] * len(profiles_by_clip))
+    groups: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]]
+    if len(profiles_by_clip) >= 3:
+        groups = list(zip(profiles_by_clip, levels, strict=True))
+    else:
+        groups = [(clip[i:i + 1], None if lv is None else lv[i:i + 1])
+                  for clip, lv in zip(profiles_by_clip, levels, strict=True) for i in range(len(clip))]
     held_out: list[float] = []
     if len(groups) >= 2:
-        for i, group in enumerate(groups):
-            rest = np.concatenate([g for j, g in enumerate(groups) if j != i])
-            held_out.extend(AnomalyParams.fit(rest).score_profiles(group).tolist())
-    if not held_out:  # a single window: no held-out estimate, fall back to a fixed value
-        return 3.0, held_out
-    # held-out normal windows score about 1 (the mean squared z-score); the median keeps one odd
-    # normal clip from lifting the threshold over the faults (MIMII fan: normal ~1, faults 3-9)
-    return max(1.5, THRESHOLD_FACTOR * float(np.median(held_out))), held_out
+        for i, (profiles, own_levels) in enumerate(groups):
+            rest = np.concatenate([g[0] for j, g in enumerate(groups) if j != i])
+            rest_levels = None if levels_by_clip is None else np.concatenate(
+                [g[1] for j, g in enumerate(groups) if j != i and g[1] is not None])
+            held_out.extend(AnomalyParams.fit(rest, levels=rest_levels).score_profiles(profiles, own_levels).tolist())
+    return held_out
 
 
 def train_acoustic_model(
@@ -102,8 +110,18 @@ def train_acoustic_model(
     progress: Progress | None = None,
     window_s: float | None = None,
     features: FeatureConfig | None = None,
+    level: Literal["use", "ignore"] = "use",
+    target: Target | None = None,
 ) -> TrainingReport:
-    """Train, export to ONNX and write the manifest (version 1) into ``build_dir``."""
+    """Train, export to ONNX and write the manifest (version 1) into ``build_dir``.
+
+    ``level``: "use" where the microphone has a fixed gain and place (a change in loudness is then
+    evidence), "ignore" for a portable or re-gained one (normal-only models; see acoustic.anomaly_model).
+    ``target``: the operating point the threshold is set for (models.evaluation.Target; default at
+    most 5 % of normal clips rejected), from held-out normal clips."""
+    if level not in ("use", "ignore"):
+        raise TrainingDataError(f"level must be 'use' or 'ignore', not {level!r}")
+    target = target or Target()
     started = time.perf_counter()
     report_progress: Progress = progress or (lambda fraction, message: None)
     abnormal = {label: paths for label, paths in abnormal.items() if paths}
@@ -133,6 +151,9 @@ def train_acoustic_model(
     def profiles_of(clips: list[npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float64]]:
         return [np.stack([spectral_profile(extractor(w)) for w in split_windows(c, rate, window)]) for c in clips]
 
+    def levels_of(clips: list[npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float64]]:
+        return [np.asarray([window_level(extractor(w)) for w in split_windows(c, rate, window)]) for c in clips]
+
     report_progress(0.2, "computing features")
     normal_profiles = profiles_of(normal_clips)
     abnormal_profiles = {label: profiles_of(clips) for label, clips in abnormal_clips.items()}
@@ -142,12 +163,29 @@ def train_acoustic_model(
     metrics: dict[str, Any] = {"windows": n_windows}
     model: onnx.ModelProto
     if not abnormal:
-        params = AnomalyParams.fit(np.concatenate(normal_profiles))
-        threshold, held_out = _anomaly_threshold(normal_profiles)
+        normal_levels = levels_of(normal_clips) if level == "use" else None
+        params = AnomalyParams.fit(np.concatenate(normal_profiles),
+                                   levels=None if normal_levels is None else np.concatenate(normal_levels))
+        held_out = _held_out_scores(normal_profiles, normal_levels)
         metrics["held_out_normal_scores"] = [round(s, 4) for s in held_out]
+        if held_out:
+            point = choose_operating_point(held_out, [], target, parts="normal clips")
+            threshold = point.threshold
+            metrics["operating_point"] = operating_point_summary(point, target)
+        else:  # a single window: nothing held out to set it from
+            threshold = SINGLE_WINDOW_THRESHOLD
+            metrics["operating_point"] = {"target": {"false_reject": target.false_reject, "miss": target.miss,
+                                                     "text": target.describe()},
+                                          "threshold": threshold, "supported": False,
+                                          "warning": "one window of normal sound holds nothing out: the threshold "
+                                                     "is a fixed guess; record more normal clips"}
         model = anomaly_onnx(params)
         kind, outputs, model_labels = "acoustic-anomaly", {"score": "score"}, [NORMAL_LABEL, ANOMALOUS_LABEL]
-        params_info: dict[str, Any] = {"model": "spectral-profile z-score", "shrink": 3.0, "floor": 0.05}
+        params_info: dict[str, Any] = {"model": "spectral-profile z-score", "shrink": 3.0, "floor": 0.05,
+                                       "level": level}
+        if params.uses_level:
+            params_info |= {"level_mean": round(params.level_mean, 5), "level_scale": round(params.level_scale, 5),
+                            "level_weight": params.level_weight}
     else:
         x = np.concatenate([*normal_profiles, *(p for ps in abnormal_profiles.values() for p in ps)])
         y = np.concatenate(
@@ -160,7 +198,8 @@ def train_acoustic_model(
         model = classifier_onnx(classifier)
         threshold = 0.5  # score = 1 - P(normal)
         kind, outputs, model_labels = "acoustic-classifier", {"probabilities": "probabilities"}, labels
-        params_info = {"model": "logistic regression on spectral profiles", "C": 1.0}
+        params_info = {"model": "logistic regression on spectral profiles", "C": 1.0,
+                       "level": "ignore (the classifier judges the spectrum's shape)"}
 
     report_progress(0.9, "writing the model")
     build_dir.mkdir(parents=True, exist_ok=True)

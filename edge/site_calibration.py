@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge.inspection import JudgeOptions, evaluate
+from models.evaluation import OperatingPoint, Target, operating_point_summary, threshold_for_false_reject
 from models.manifest import Manifest
 from models.registry import ModelRegistry, ModelVersion
-from vision.anomaly.calibration import good_only_threshold
 from vision.images import ImageError, read_image_file
 from vision.inspector import VisionInspector
 
@@ -108,20 +108,32 @@ def error_rates(good: list[float], defects: list[float], threshold: float) -> di
             "miss_rate": float(np.mean(np.asarray(defects) < threshold)) if defects else None}
 
 
-def site_threshold(good: list[float], false_reject: float) -> float:
-    """The score that about ``false_reject`` of the good parts exceed: the lowest threshold, so the
-    fewest misses, within that false-reject bound (defect parts only report the misses it costs)."""
+def site_operating_point(good: list[float], false_reject: float, defects: list[float] | None = None,
+                         parts: str = "good parts") -> OperatingPoint:
+    """The lowest threshold (so the fewest misses) whose expected false rejects on new parts stay within
+    ``false_reject``, by the same rule as at training (models.evaluation.threshold_for_false_reject);
+    defect parts only report the misses it costs."""
     if len(good) < MIN_GOOD_IMAGES:
         raise ValueError(f"site calibration needs at least {MIN_GOOD_IMAGES} judged good files, got {len(good)}")
-    return good_only_threshold(np.asarray(good, np.float32), false_reject)
+    return threshold_for_false_reject(good, false_reject, defects or [], parts)
+
+
+def site_threshold(good: list[float], false_reject: float) -> float:
+    """The threshold of site_operating_point."""
+    return site_operating_point(good, false_reject).threshold
 
 
 def register_calibrated(registry: ModelRegistry, source: ModelVersion, manifest: Manifest, threshold: float,
-                        summary: dict[str, Any], promote: bool) -> ModelVersion:
-    """A new version of the model: the source's files, the new threshold, the calibration in its metrics."""
+                        summary: dict[str, Any], promote: bool,
+                        point: OperatingPoint | None = None) -> ModelVersion:
+    """A new version of the model: the source's files, the new threshold, the calibration in its metrics
+    (and ``point``, from parts it never saw, as its operating point)."""
     metrics = {**manifest.metrics, "site_calibration": {**summary, "tool": TOOL, "from_version": source.version,
                                                         "previous_threshold": manifest.threshold,
                                                         "at": datetime.now(UTC).isoformat()}}
+    if point is not None:
+        metrics["operating_point"] = operating_point_summary(point, Target(false_reject=point.target_rate)) | {
+            "from": "site calibration"}
     training = manifest.training.model_copy(update={"parent_version": source.version})
     calibrated = manifest.model_copy(update={"threshold": threshold, "metrics": metrics, "training": training,
                                              "created_at": datetime.now(UTC)})

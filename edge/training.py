@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from models.evaluation import Target
 from models.manifest import Manifest, model_name_problem
 from models.registry import ModelRegistry, ModelVersion
 
 Kind = Literal["vision", "acoustic"]
 Trainer = Literal["default", "yolo"]  # yolo: ultralytics classifier, only with the optional yolo extra
 Priority = Literal["idle", "low"]  # see lower_priority
+Level = Literal["use", "ignore"]  # a normal-only sound model: is the microphone's level evidence?
 ProgressCallback = Callable[[float, str], None]
 
 
@@ -91,7 +93,8 @@ def _exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:
 def _train_in_child(kind: Kind, examples: dict[str, list[str]], name: str, build_dir: str,
                     messages: multiprocessing.Queue[tuple[Any, ...]], niceness: int,
                     trainer: Trainer = "default", options: dict[str, Any] | None = None,
-                    priority: Priority = "idle", parent_pid: int | None = None) -> None:
+                    priority: Priority = "idle", parent_pid: int | None = None,
+                    target: Target | None = None, level: Level = "use") -> None:
     """Runs in the child process: lower priority, train, report (with the CPU time used so far)."""
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
@@ -112,15 +115,16 @@ def _train_in_child(kind: Kind, examples: dict[str, list[str]], name: str, build
             # labelled defect folders: a supervised classifier whose labels are the folder names
             from vision.classifier.train import train_classifier_model
 
-            report = train_classifier_model(good, labelled, name, Path(build_dir), progress=progress)
+            report = train_classifier_model(good, labelled, name, Path(build_dir), progress=progress, target=target)
         elif kind == "vision":
             from vision.anomaly import train_anomaly_model
 
-            report = train_anomaly_model(good, labelled, name, Path(build_dir), progress=progress)
+            report = train_anomaly_model(good, labelled, name, Path(build_dir), progress=progress, target=target)
         else:
             from acoustic.training import train_acoustic_model
 
-            report = train_acoustic_model(good, labelled, name, Path(build_dir), progress=progress)
+            report = train_acoustic_model(good, labelled, name, Path(build_dir), progress=progress, target=target,
+                                          level=level)
         messages.put(("done", report.manifest.model_dump_json(), _skipped(report), time.process_time()))
     except ValueError as exc:  # the training modules raise ValueError subclasses for bad data
         messages.put(("error", str(exc)))
@@ -134,6 +138,14 @@ def _with_parent(manifest: Manifest, registry: ModelRegistry) -> Manifest:
         return manifest
     training = manifest.training.model_copy(update={"parent_version": registry.active_version(manifest.name)})
     return manifest.model_copy(update={"training": training})
+
+
+def _with_training_files(manifest: Manifest, examples: dict[str, list[Path]]) -> Manifest:
+    """Record the training files' digests, so that ``models evaluate`` never scores one of them."""
+    from edge.model_evaluation import DIGEST_KEY, training_digests
+
+    data = {**manifest.training.data, DIGEST_KEY: training_digests(examples)}
+    return manifest.model_copy(update={"training": manifest.training.model_copy(update={"data": data})})
 
 
 def _skipped(report: Any) -> list[tuple[str, str]]:
@@ -151,12 +163,15 @@ def _skipped(report: Any) -> list[tuple[str, str]]:
 def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: ModelRegistry, *,
           progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
           promote: bool = True, niceness: int = 10, priority: Priority = "idle", trainer: Trainer = "default",
-          options: dict[str, Any] | None = None) -> TrainingOutcome:
+          options: dict[str, Any] | None = None, target: Target | None = None,
+          level: Level = "use") -> TrainingOutcome:
     """Train in a child process and register the result; raises TrainingError or TrainingCancelled.
 
     ``priority`` and ``niceness``: see lower_priority; a starved run says so in its progress messages
     (STARVED_HINT). ``trainer="yolo"`` (vision only) trains an ultralytics YOLO classifier with
-    ``options`` (epochs, imgsz, ...) passed to ``vision.yolo.train.train_yolo_classifier``."""
+    ``options`` (epochs, imgsz, ...) passed to ``vision.yolo.train.train_yolo_classifier``. ``target``: the
+    operating point the threshold is set for (models.evaluation.Target; each trainer's default without);
+    ``level``: whether a normal-only sound model uses the loudness (acoustic.anomaly_model)."""
     if problem := model_name_problem(name):  # before the run, not after minutes of training
         raise TrainingError(problem)
     if trainer == "yolo":
@@ -174,7 +189,7 @@ def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: Mode
     payload = {label: [str(p) for p in paths] for label, paths in examples.items()}
     child = context.Process(target=_train_in_child,
                             args=(kind, payload, name, str(build_dir), messages, niceness, trainer, options,
-                                  priority, os.getpid()),
+                                  priority, os.getpid(), target, level),
                             name=f"train-{kind}-{name}", daemon=True)
     child.start()
     try:
@@ -197,7 +212,8 @@ def train(kind: Kind, examples: dict[str, list[Path]], name: str, registry: Mode
             elif message[0] == "error":
                 raise TrainingError(message[1])
             elif message[0] == "done":
-                manifest = _with_parent(Manifest.model_validate_json(message[1]), registry)
+                manifest = _with_training_files(_with_parent(Manifest.model_validate_json(message[1]), registry),
+                                                examples)
                 child.join(10)
                 version = registry.register(build_dir, manifest, promote=promote)
                 registered = manifest.model_copy(update={"version": version.version})

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.cli.common import CommandError, add_config_option, config_from, registry_for
+from edge.cli.common import CommandError, add_config_option, audit_change, config_from, registry_for
 from edge.cli.train_cmd import WAV_SUFFIXES, files_in
 from edge.config import StationConfig
 from edge.site_calibration import MIN_GOOD_IMAGES, JudgedFiles, ScoredFiles
@@ -68,6 +68,27 @@ def register(commands: argparse._SubParsersAction) -> None:
                          help="the two versions (default: the active one and the newest one)")
     compare.add_argument("--show", type=int, default=20, metavar="N", help="list at most N disagreements")
     compare.set_defaults(handler=run_compare)
+    evaluate = actions.add_parser(
+        "evaluate", help="how a model does on labelled parts it was not trained on, with confidence intervals",
+        description="The model (default: its active version) judges the --good (--normal) files and each "
+                    "--defect (--abnormal) folder through the station's own path. Prints AUROC with a bootstrap "
+                    "interval that resamples whole parts, and false rejects and misses at its threshold with "
+                    "95 %% Wilson intervals, overall and per defect type, and the threshold these parts would "
+                    "give for the model's own target. Files the model was trained on are left out and listed. "
+                    "Stores nothing.")
+    add_config_option(evaluate)
+    evaluate.add_argument("--model", dest="name", required=True, metavar="NAME")
+    evaluate.add_argument("--version", type=int, default=None, help="a version (default: the active one)")
+    evaluate.add_argument("--good", "--normal", dest="good", type=Path, required=True, metavar="DIR",
+                          help="good parts (normal sound clips) the model was not trained on")
+    evaluate.add_argument("--defect", "--abnormal", dest="defect", type=Path, action="append", default=[],
+                          metavar="DIR", help="defect parts (abnormal clips), one folder per type (repeatable)")
+    evaluate.add_argument("--group-by", choices=["auto", "file", "folder", "number-run"], default="auto",
+                          help="which files are one part, resampled together: each file, each sub-folder, "
+                               "files with nearby numbers in their names (photos of one part numbered in a "
+                               "row); auto: number runs where the names show them, else each file")
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    evaluate.set_defaults(handler=run_evaluate)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -97,50 +118,71 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_promote(args: argparse.Namespace) -> int:
-    registry = registry_for(config_from(args))
+    config = config_from(args)
+    registry = registry_for(config)
     try:
+        before = _active(registry, args.name)
         entry = registry.promote(args.name, args.version)
     except UnknownModelError as exc:
         raise CommandError(str(exc)) from exc
+    audit_change(config, "model_promoted", "model", entry.name, {"active_version": before},
+                 {"active_version": entry.version})
     print(f"{entry.name} v{entry.version} is now active")
     return 0
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    registry = registry_for(config_from(args))
+    config = config_from(args)
+    registry = registry_for(config)
     try:
+        before = _active(registry, args.name)
         entry = registry.rollback(args.name)
     except UnknownModelError as exc:
         raise CommandError(str(exc)) from exc
+    audit_change(config, "model_rolled_back", "model", entry.name, {"active_version": before},
+                 {"active_version": entry.version})
     print(f"{entry.name} rolled back to v{entry.version}")
     return 0
 
 
-def _judge_folders(config: StationConfig, registry: ModelRegistry, args: argparse.Namespace,
-                   version: int | None = None) -> JudgedFiles:
-    """A version of ``args.name`` (default: the active one) judges ``args.good`` and each ``args.defect``
-    folder through the station's own path (images) or as ``predict acoustic`` does (WAV clips)."""
+def _active(registry: ModelRegistry, name: str) -> int | None:
+    try:
+        return registry.active_version(name)
+    except UnknownModelError:
+        return None
+
+
+def _scorer(config: StationConfig, registry: ModelRegistry, name: str,
+            version: int | None) -> tuple[Callable[[list[Path]], ScoredFiles], set[str]]:
+    """How a version of ``name`` (default: the active one) scores files through the station's own path
+    (images) or as ``predict acoustic`` does (WAV clips), and the file suffixes it takes."""
     from edge.inspection import JudgeOptions, quality_limits
     from edge.model_manager import ModelManager
     from edge.site_calibration import score_clips, score_images
 
     manager = ModelManager(registry, config.models.threads)
-    manifest = registry.manifest(args.name, version)
-    score: Callable[[list[Path]], ScoredFiles]
+    manifest = registry.manifest(name, version)
     if manifest.modality == "acoustic":
-        sound = manager.load_acoustic(args.name, version)
-        score, suffixes = (lambda files: score_clips(sound, files)), WAV_SUFFIXES
-    else:
-        vision = manager.load_vision(args.name, version)
-        options = JudgeOptions(model=args.name, quality=quality_limits(config.quality))
-        max_pixels = int(config.api.max_image_megapixels * 1_000_000)
-        score, suffixes = (lambda files: score_images(vision, files, options, max_pixels)), IMAGE_SUFFIXES
+        sound = manager.load_acoustic(name, version)
+        return (lambda files: score_clips(sound, files)), WAV_SUFFIXES
+    vision = manager.load_vision(name, version)
+    options = JudgeOptions(model=name, quality=quality_limits(config.quality))
+    max_pixels = int(config.api.max_image_megapixels * 1_000_000)
+    return (lambda files: score_images(vision, files, options, max_pixels)), IMAGE_SUFFIXES
+
+
+def _judge_folders(config: StationConfig, registry: ModelRegistry, args: argparse.Namespace,
+                   version: int | None = None) -> JudgedFiles:
+    """A version of ``args.name`` (default: the active one) judges ``args.good`` and each ``args.defect``
+    folder (see _scorer)."""
+    manifest = registry.manifest(args.name, version)
+    score, suffixes = _scorer(config, registry, args.name, version)
     return JudgedFiles(manifest.version, manifest.threshold, score(files_in(args.good, suffixes, "good")),
                        {folder.name: score(files_in(folder, suffixes, "defect")) for folder in args.defect})
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from edge.site_calibration import error_rates, register_calibrated, site_threshold
+    from edge.site_calibration import error_rates, register_calibrated, site_operating_point
 
     if not 0.0 < args.false_reject < 0.5:
         raise CommandError(f"--false-reject {args.false_reject}: give a share between 0 and 0.5, e.g. 0.04")
@@ -153,8 +195,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
     except (UnknownModelError, ManifestError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     good, defect_scores = judged.good, judged.defect_scores()
+    parts = "normal clips" if manifest.modality == "acoustic" else "good parts"
     try:
-        threshold = site_threshold(good.scores, args.false_reject)
+        point = site_operating_point(good.scores, args.false_reject, defect_scores, parts)
+        threshold = point.threshold
     except ValueError as exc:
         raise CommandError(f"{exc} ({len(good.skipped)} of the good files skipped)") from exc
     summary = {
@@ -164,15 +208,20 @@ def run_calibrate(args: argparse.Namespace) -> int:
         "at_new_threshold": error_rates(good.scores, defect_scores, threshold),
     }
     report = {"model": args.name, "version": source.version, "threshold": manifest.threshold,
-              "new_threshold": threshold, **summary, "skipped": [{"path": p, "reason": r} for p, r in judged.skipped()]}
+              "new_threshold": threshold, **summary, "operating_point": point.as_dict(),
+              "skipped": [{"path": p, "reason": r} for p, r in judged.skipped()]}
     if args.name in config.models.thresholds:
         report["warning"] = (f"the station config overrides this model's threshold "
                              f"({config.models.thresholds[args.name]}): remove models.thresholds.{args.name} "
                              "for the calibrated one to apply")
     if not args.dry_run:
-        registered = register_calibrated(registry, source, manifest, threshold, summary, not args.no_promote)
+        registered = register_calibrated(registry, source, manifest, threshold, summary, not args.no_promote, point)
         report["registered_version"] = registered.version
         report["active"] = not args.no_promote
+        audit_change(config, "model_calibrated", "model", args.name,
+                     {"version": source.version, "threshold": manifest.threshold},
+                     {"version": registered.version, "threshold": threshold, "active": not args.no_promote},
+                     {"false_reject_target": args.false_reject, "good_files": summary["good_files"]})
     print(json.dumps(report, indent=2))
     return 0
 
@@ -196,4 +245,26 @@ def run_compare(args: argparse.Namespace) -> int:
               "versions": [version_summary(j, j.version == active) for j in judged],
               "disagreements": len(differing), "disagreeing_files": differing[:max(0, args.show)]}
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from edge.model_evaluation import evaluation_report, human_summary, split_trained_on
+
+    config = config_from(args)
+    registry = registry_for(config)
+    try:
+        manifest = registry.manifest(args.name, args.version)
+        score, suffixes = _scorer(config, registry, args.name, args.version)
+        good_files, trained_on = split_trained_on(files_in(args.good, suffixes, "good"), manifest)
+        defect_files = {}
+        for folder in args.defect:
+            defect_files[folder.name], excluded = split_trained_on(files_in(folder, suffixes, "defect"), manifest)
+            trained_on += excluded
+        good = score(good_files)
+        defects = {label: score(files) for label, files in defect_files.items()}
+        report = evaluation_report(manifest, good, defects, trained_on, args.group_by)
+    except (UnknownModelError, ManifestError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    print(json.dumps(report, indent=2) if args.json else human_summary(report))
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edge.cli.common import CommandError, add_config_option, config_from, registry_for
 from edge.training import Kind, TrainingError, starved, train
+from models.evaluation import Target
 from models.manifest import ImageInput, Manifest, model_name_problem
 from vision.anomaly.images import split_masks
 from vision.inspector import minimum_image_size
@@ -39,6 +40,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     vision.add_argument("--imgsz", type=int, default=None, metavar="N",
                         help="yolo: square input size in pixels, a multiple of 32 (default 128)")
     _add_priority_option(vision)
+    _add_target_options(vision, "good parts", "defects")
     vision.set_defaults(handler=run, train_kind="vision")
     acoustic = kinds.add_parser(
         "acoustic", help="from normal recordings only (anomaly model), or with labelled fault folders",
@@ -49,7 +51,12 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="WAV clips of one fault type (repeatable)")
     acoustic.add_argument("--name", required=True)
     acoustic.add_argument("--no-promote", action="store_true")
+    acoustic.add_argument("--level", choices=["use", "ignore"], default="use",
+                          help="use: the microphone has a fixed gain and place, so a change in loudness is "
+                               "evidence (default); ignore: a portable or re-gained microphone, judge the "
+                               "spectrum's shape only (normal-only models)")
     _add_priority_option(acoustic)
+    _add_target_options(acoustic, "normal clips", "abnormal clips")
     acoustic.set_defaults(handler=run, train_kind="acoustic", trainer="default")
 
 
@@ -59,6 +66,26 @@ def _add_priority_option(parser: argparse.ArgumentParser) -> None:
                              "latency does not move, but other busy processes slow training down); low: niced "
                              "only, training keeps a small share and inspection slows a little "
                              "(default: training.priority of the station file, idle)")
+
+
+def _add_target_options(parser: argparse.ArgumentParser, good: str, bad: str) -> None:
+    parser.add_argument("--false-reject", type=float, default=None, metavar="RATE",
+                        help=f"operating point: at most this share of {good} rejected (default 0.05; the "
+                             "threshold comes from held-out training scores, and the manifest records the "
+                             "expected rates with their intervals)")
+    parser.add_argument("--miss", type=float, default=None, metavar="RATE",
+                        help=f"operating point with labelled {bad}: at most this share of them passed, within "
+                             "the false-reject bound (the output warns when both cannot be had)")
+
+
+def _target(args: argparse.Namespace) -> Target | None:
+    if args.false_reject is None and args.miss is None:
+        return None
+    try:
+        return Target(false_reject=args.false_reject if args.false_reject is not None else 0.05, miss=args.miss)
+    except ValueError as exc:
+        raise CommandError(str(exc).replace("false-reject target", "--false-reject").replace(
+            "miss target", "--miss")) from exc
 
 
 def files_in(folder: Path, suffixes: set[str], role: str) -> list[Path]:
@@ -91,6 +118,24 @@ def _trainer_options(args: argparse.Namespace) -> dict[str, int]:
     return given  # edge.training.train refuses the yolo trainer when ultralytics is not installed
 
 
+def operating_point_line(point: dict[str, object]) -> str:
+    """One line on what the threshold is expected to do on new parts (the manifest's operating point)."""
+    def percent(value: object) -> str:
+        return f"{float(value):.1%}" if isinstance(value, int | float) else "?"
+
+    def interval(values: object) -> str:
+        return f"{percent(values[0])}-{percent(values[1])}" if isinstance(values, list) and len(values) == 2 else "?"
+
+    target = point.get("target")
+    text = target.get("text") if isinstance(target, dict) else target
+    line = (f"operating point ({text}): expected false rejects {percent(point.get('expected_false_reject'))} "
+            f"(95 % {interval(point.get('false_reject_interval'))}) from {point.get('good_parts')} held-out parts")
+    if point.get("expected_miss") is not None:
+        line += (f", misses {percent(point.get('expected_miss'))} (95 % {interval(point.get('miss_interval'))}) "
+                 f"from {point.get('defect_parts')}")
+    return line
+
+
 def _scaled_up_note(manifest: Manifest) -> str | None:
     """A note when the training images are far smaller than the model input (scaled up more than 2x)."""
     size, spec = manifest.training.data.get("image_size"), manifest.input
@@ -112,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(problem)
     config = config_from(args)
     options = _trainer_options(args)
+    target = _target(args)
+    if target is not None and args.trainer == "yolo":
+        raise CommandError("--false-reject and --miss apply to the default trainer")
     suffixes = IMAGE_SUFFIXES if kind == "vision" else WAV_SUFFIXES
     good_key, good_dir, labelled_dirs = (
         ("good", args.good, args.defect) if kind == "vision" else ("normal", args.normal, args.abnormal))
@@ -129,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         outcome = train(kind, examples, args.name, registry_for(config), progress=progress,
                         promote=not args.no_promote, trainer=args.trainer, options=options,
-                        priority=priority, niceness=config.training.niceness)
+                        priority=priority, niceness=config.training.niceness, target=target,
+                        level=getattr(args, "level", "use"))
     except TrainingError as exc:
         print(file=sys.stderr)
         raise CommandError(f"training failed: {exc}") from exc
@@ -152,7 +201,11 @@ def run(args: argparse.Namespace) -> int:
     state = "registered and promoted" if not args.no_promote else "registered (not active)"
     manifest = outcome.manifest
     print(f"{manifest.name} v{manifest.version} {state} in {outcome.duration_s:.1f} s: {manifest.kind}, "
-          f"threshold {manifest.threshold:.4g}, metrics {manifest.metrics}")
+          f"threshold {manifest.threshold:.4g}")
+    if point := manifest.metrics.get("operating_point"):
+        print(operating_point_line(point))
+        if point.get("warning"):
+            print(f"warning: {point['warning']}", file=sys.stderr)
     good_flag = "--good" if kind == "vision" else "--normal"
     print(f"next: check it on parts it has not seen: edge-inspect models compare {manifest.name} {good_flag} DIR; "
           f"confirm its threshold: edge-inspect models calibrate {manifest.name} {good_flag} DIR", file=sys.stderr)

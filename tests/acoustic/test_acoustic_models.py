@@ -11,7 +11,7 @@ from acoustic.anomaly_model import AnomalyParams
 from acoustic.classifier_model import ClassifierParams, classifier_onnx
 from acoustic.features import FeatureConfig, LogMelExtractor
 from acoustic.inspector import AcousticInspector
-from acoustic.profile import spectral_profile
+from acoustic.profile import spectral_profile, window_level
 from acoustic.training import train_acoustic_model
 from models.manifest import AudioInput, read_manifest, sha256_of, verify_onnx
 from models.registry import ModelRegistry
@@ -43,11 +43,24 @@ def test_normal_only_model_flags_a_fault(anomaly_inspector: AcousticInspector) -
     assert set(result.timings) >= {"features_ms", "model_ms", "total_ms"}
 
 
-def test_scores_do_not_depend_on_gain(anomaly_inspector: AcousticInspector) -> None:
-    quiet = anomaly_inspector.judge(machine_sound(60, fault="bearing", gain=0.1), RATE)
-    loud = anomaly_inspector.judge(machine_sound(60, fault="bearing", gain=3.0), RATE)
+def test_with_the_level_ignored_scores_do_not_depend_on_gain(synthetic_clips: dict[str, list[Path]],
+                                                             tmp_path: Path) -> None:
+    report = train_acoustic_model(synthetic_clips["normal"][:6], {}, "portable", tmp_path, level="ignore")
+    assert report.manifest.training.params["level"] == "ignore"
+    inspector = AcousticInspector(load_model(tmp_path))
+    quiet = inspector.judge(machine_sound(60, fault="bearing", gain=0.1), RATE)
+    loud = inspector.judge(machine_sound(60, fault="bearing", gain=3.0), RATE)
     assert quiet.decision == loud.decision == "NG"
     assert quiet.score == pytest.approx(loud.score, rel=1e-3)
+    normal_quiet = inspector.judge(machine_sound(61, gain=0.1), RATE)
+    assert normal_quiet.decision == "OK"
+
+
+def test_with_the_level_used_a_quieter_or_louder_machine_is_anomalous(anomaly_inspector: AcousticInspector) -> None:
+    """The default: a fixed microphone, where the same sound at another loudness is evidence."""
+    assert anomaly_inspector.judge(machine_sound(62), RATE).decision == "OK"
+    for gain in (0.1, 3.0):
+        assert anomaly_inspector.judge(machine_sound(62, gain=gain), RATE).decision == "NG"
 
 
 def test_anomaly_onnx_equals_numpy_reference(anomaly_build: Path) -> None:
@@ -57,16 +70,18 @@ def test_anomaly_onnx_equals_numpy_reference(anomaly_build: Path) -> None:
     assert isinstance(spec, AudioInput)
     extractor = LogMelExtractor(FeatureConfig.from_dict(spec.features, RATE))
     rng = np.random.default_rng(0)
-    profiles = np.stack([spectral_profile(extractor(machine_sound(i))) for i in range(5)])
-    params = AnomalyParams.fit(profiles)
-    path = anomaly_build.parent / "reference.onnx"
-    path.write_bytes(anomaly_onnx(params).SerializeToString())
-    session = create_session(path)
-    for seed, fault in [(70, None), (71, "bearing"), (72, "imbalance")]:
-        logmel = extractor(machine_sound(seed, fault=fault, gain=float(rng.uniform(0.2, 2))))
-        (onnx_score,) = session.run(None, {"features": logmel[np.newaxis]})
-        assert onnx_score.shape == (1,)
-        assert float(onnx_score[0]) == pytest.approx(params.score(logmel), rel=1e-4, abs=1e-4)
+    logmels = [extractor(machine_sound(i, gain=float(rng.uniform(0.8, 1.2)))) for i in range(5)]
+    profiles = np.stack([spectral_profile(m) for m in logmels])
+    levels = np.asarray([window_level(m) for m in logmels])
+    for params in (AnomalyParams.fit(profiles), AnomalyParams.fit(profiles, levels=levels)):
+        path = anomaly_build.parent / "reference.onnx"
+        path.write_bytes(anomaly_onnx(params).SerializeToString())
+        session = create_session(path)
+        for seed, fault in [(70, None), (71, "bearing"), (72, "imbalance")]:
+            logmel = extractor(machine_sound(seed, fault=fault, gain=float(rng.uniform(0.2, 2))))
+            (onnx_score,) = session.run(None, {"features": logmel[np.newaxis]})
+            assert onnx_score.shape == (1,)
+            assert float(onnx_score[0]) == pytest.approx(params.score(logmel), rel=1e-4, abs=1e-4)
 
 
 def test_classifier_onnx_equals_numpy_reference(tmp_path: Path) -> None:

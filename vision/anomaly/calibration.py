@@ -8,7 +8,7 @@ than the middle), and their normalised maxima give the score distribution of goo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -86,6 +86,26 @@ def normalised_scores(maps: FloatArray, stats: PositionStats, sigma: float,
         normalised = ((1.0 - term.weight) * normalised
                       + term.weight * (gaussian_maps - term.position_mean) / term.position_scale)
     return np.array([smooth(m, sigma).max() for m in normalised], np.float32)
+
+
+def held_out_scores(maps: FloatArray, symmetric: bool, sigma: float,
+                    gaussian: tuple[GaussianTerm, FloatArray] | None = None) -> FloatArray:
+    """The calibration images' scores, each normalised by per-position statistics taken *without* it.
+
+    The model's statistics include every calibration map, and an image's own map pulls the typical
+    distance and spread toward itself: normalised in-sample, good parts scored lower than new ones
+    (development tiles, 16 good: median 1.44 against 1.86 on new tiles), and an odd one stood out."""
+    scores = np.empty(len(maps), np.float32)
+    for index in range(len(maps)):
+        others = np.delete(maps, index, axis=0)
+        stats = position_stats(others, symmetric)
+        blend = None
+        if gaussian is not None:
+            term, gaussian_maps = gaussian
+            own = position_stats(np.delete(gaussian_maps, index, axis=0), symmetric)
+            blend = (replace(term, position_mean=own.mean, position_scale=own.scale), gaussian_maps[index:index + 1])
+        scores[index] = normalised_scores(maps[index:index + 1], stats, sigma, blend)[0]
+    return scores
 
 
 def good_only_threshold(good_scores: FloatArray, false_reject: float = 0.02) -> float:

@@ -119,18 +119,23 @@ def mahalanobis_map(queries: FloatArray, gaussians: PositionGaussians) -> FloatA
 
 
 def fit_with_held_out_maps(per_image: list[FloatArray], indices: list[int], map_shape: tuple[int, int],
-                           shrinkage: float, seed: int = 0) -> tuple[PositionGaussians, FloatArray]:
+                           shrinkage: float, seed: int = 0,
+                           folds: int = CALIBRATION_FOLDS,
+                           groups: list[int] | None = None) -> tuple[PositionGaussians, FloatArray]:
     """The Gaussians of all images, and the Mahalanobis maps [len(indices), h, w] of the first copy of
     the given images, each scored by Gaussians fitted without its fold (one pass over the data: a fold
-    is taken out of the moments by subtraction). ``per_image``: per image, its copies' features [V, h*w, D]."""
-    folds = np.random.default_rng(seed).permutation(len(per_image)) % min(CALIBRATION_FOLDS, len(per_image))
+    is taken out of the moments by subtraction). ``per_image``: per image, its copies' features [V, h*w, D].
+    ``groups``: images of one group (photos of one part) share a fold."""
+    group_ids = np.unique(np.asarray(groups if groups is not None else range(len(per_image))), return_inverse=True)[1]
+    count = int(group_ids.max()) + 1
+    fold_of = (np.random.default_rng(seed).permutation(count) % min(max(folds, 2), count))[group_ids]
     centre = per_image[0][0].mean(axis=0)
     every = _Moments.of(np.concatenate(per_image), centre)
     maps = np.empty((len(indices), *map_shape), np.float32)
-    for fold in np.unique(folds[indices]):
-        left_out = _Moments.of(np.concatenate([f for i, f in enumerate(per_image) if folds[i] == fold]), centre)
+    for fold in np.unique(fold_of[indices]):
+        left_out = _Moments.of(np.concatenate([f for i, f in enumerate(per_image) if fold_of[i] == fold]), centre)
         gaussians = _gaussians_from(every - left_out, map_shape, shrinkage)
         for row, index in enumerate(indices):
-            if folds[index] == fold:
+            if fold_of[index] == fold:
                 maps[row] = mahalanobis_map(per_image[index][0], gaussians).reshape(map_shape)
     return _gaussians_from(every, map_shape, shrinkage), maps

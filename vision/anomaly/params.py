@@ -44,7 +44,7 @@ class AnomalyParams:
     # twice, or under several lights, would otherwise calibrate the threshold for parts already
     # seen, and unseen parts would be rejected far more often than the calibration promised.
     calibration_exclude_similar: int = 1
-    calibration_false_reject: float = 0.04  # share of calibration scores above the good-only threshold
+    calibration_false_reject: float = 0.05  # the default target: at most this share of new good parts rejected
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -13,16 +13,16 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
+from models.evaluation import Target, choose_operating_point, operating_point_summary, photo_groups
 from models.manifest import ONNX_FILE, ImageInput, Manifest, TrainingInfo, sha256_of, write_manifest
 from vision.anomaly.calibration import (
     PositionStats,
     auroc,
-    good_only_threshold,
+    held_out_scores,
     most_similar,
     nearest_distances,
     normalised_scores,
     position_stats,
-    tuned_threshold,
 )
 from vision.anomaly.coreset import greedy_coreset
 from vision.anomaly.features import FeatureExtractor, image_input
@@ -72,9 +72,15 @@ def _fit_projection(samples: FloatArray, dims: int) -> tuple[FloatArray, FloatAr
 
 
 def _calibration_maps(features: list[FloatArray], indices: list[int], bank: FloatArray,
-                      owners: npt.NDArray[np.int64], map_shape: tuple[int, int], exclude_similar: int) -> FloatArray:
-    """Distance maps of the given training images, each without its own and its most similar images' patches."""
+                      owners: npt.NDArray[np.int64], map_shape: tuple[int, int], exclude_similar: int,
+                      groups: list[int] | None = None) -> FloatArray:
+    """Distance maps of the given training images, each without its own and its most similar images' patches
+    (and those of every image of its group: photos of the same part)."""
     left_out = most_similar(features, indices, min(exclude_similar, len(features) // 20))
+    if groups is not None:
+        members = np.asarray(groups)
+        left_out = [np.union1d(out, np.flatnonzero(members == members[i])) for i, out in zip(indices, left_out,
+                                                                                              strict=True)]
     maps = [nearest_distances(features[i], bank, excluded=np.isin(owners, out)).reshape(map_shape)
             for i, out in zip(indices, left_out, strict=True)]
     return np.asarray(maps, np.float32)
@@ -82,13 +88,18 @@ def _calibration_maps(features: list[FloatArray], indices: list[int], bank: Floa
 
 def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: str, build_dir: Path, *,
                         threads: int = 2, progress: Progress | None = None,
-                        params: AnomalyParams | None = None) -> TrainingReport:
+                        params: AnomalyParams | None = None, target: Target | None = None) -> TrainingReport:
     """Build ``build_dir/model.onnx`` and ``build_dir/manifest.json`` from good images (and defects).
 
-    Defect images, when given, only tune the threshold and are reported in the metrics.
+    The threshold is set for ``target`` (default: at most ``params.calibration_false_reject`` of new
+    good parts rejected) from held-out scores (models.evaluation); the manifest's
+    ``metrics.operating_point`` records the target, the expected rates with their intervals and how
+    many parts they came from. Defect images, when given, are scored for it too (misses, and a miss
+    target) and reported in the metrics.
     Raises TrainingDataError when fewer than MIN_GOOD_IMAGES good images can be read.
     """
     params = params or AnomalyParams()
+    target = target or Target(false_reject=params.calibration_false_reject)
     report_progress: Progress = progress or (lambda fraction, message: None)
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -145,28 +156,37 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
         report_progress(0.8, "calibrating on held-out good images")
         originals = [((variants[0] - mean) @ projection).astype(np.float32) for variants in per_image]
         calibration = sorted(rng.choice(count, min(count, params.calibration_images), replace=False).tolist())
+        groups = photo_groups([path for path, _ in good_images])
         maps = _calibration_maps(originals, calibration, bank, owners, params.map_shape,
-                                 params.calibration_exclude_similar)
+                                 params.calibration_exclude_similar, groups)
         stats = position_stats(maps, symmetric=flips) if params.position_norm else PositionStats(
             np.zeros(params.map_shape, np.float32), np.ones(params.map_shape, np.float32))
         gaussian, blend = None, None
         if params.position_gaussian > 0:
             report_progress(0.85, "fitting per-position Gaussians")
-            gaussian, gaussian_maps = _position_gaussians(per_image, mean, sample, calibration, params, flips)
+            gaussian, gaussian_maps = _position_gaussians(per_image, mean, sample, calibration, params, flips, groups)
             blend = (gaussian, gaussian_maps)
         head = SearchHead(mean, projection, bank, stats.mean, stats.scale, gaussian)
-        good_scores = normalised_scores(maps, stats, params.map_sigma, blend)
-        threshold = good_only_threshold(good_scores, params.calibration_false_reject)
+        good_scores = (held_out_scores(maps, flips, params.map_sigma, blend) if params.position_norm
+                       else normalised_scores(maps, stats, params.map_sigma, blend))
+        point = choose_operating_point(good_scores, [], target, normal_tail=True)
+        threshold = point.threshold
         metrics: dict[str, Any] = {
             "calibration_images": len(calibration),
             "calibration_good_score_median": float(np.median(good_scores)),
             "calibration_good_score_max": float(good_scores.max()),
+            # held-out scores of the good images: an operating point can be set again from them
+            "calibration_good_scores": [round(float(v), 5) for v in good_scores],
             "good_only_threshold": threshold,
             "position_gaussian_weight": 0.0 if gaussian is None else gaussian.weight,
         }
         if defect_images:
-            threshold, defect_metrics = _tune_with_defects(defect_images, extractor, spec, head, params, good_scores)
-            metrics.update(defect_metrics)
+            defect_scores = _defect_scores(defect_images, extractor, spec, head, params)
+            point = choose_operating_point(good_scores, np.concatenate(list(defect_scores.values())), target,
+                                           normal_tail=True)
+            threshold = point.threshold
+            metrics.update(_defect_metrics(good_scores, defect_scores, threshold))
+        metrics["operating_point"] = operating_point_summary(point, target)
         metrics["calibration_false_reject_rate"] = float((good_scores >= threshold).mean())
         timings["calibration_s"] = time.perf_counter() - mark
 
@@ -197,22 +217,21 @@ def train_anomaly_model(good: list[Path], defects: dict[str, list[Path]], name: 
 
 def _position_gaussians(per_image: list[list[FloatArray]], mean: FloatArray, sample: FloatArray,
                         calibration: list[int], params: AnomalyParams,
-                        flips: bool) -> tuple[GaussianTerm, FloatArray]:
+                        flips: bool, groups: list[int] | None = None) -> tuple[GaussianTerm, FloatArray]:
     """The Gaussian term of the scoring graph (on features centred by ``mean`` and projected onto
     the principal axes of ``sample``), and the calibration images' Mahalanobis maps (each from
     Gaussians fitted without its fold)."""
     projection = _fit_projection(sample, params.position_gaussian_dims)[1]
     projected = [((np.stack(variants) - mean) @ projection).astype(np.float32) for variants in per_image]
     gaussians, maps = fit_with_held_out_maps(projected, calibration, params.map_shape,
-                                             params.position_gaussian_shrinkage, params.seed)
+                                             params.position_gaussian_shrinkage, params.seed, groups=groups)
     stats = position_stats(maps, symmetric=flips)
     return GaussianTerm(projection, gaussians, stats.mean, stats.scale, params.position_gaussian), maps
 
 
-def _tune_with_defects(defect_images: dict[str, list[npt.NDArray[np.uint8]]], extractor: FeatureExtractor,
-                       spec: ImageInput, head: SearchHead, params: AnomalyParams,
-                       good_scores: FloatArray) -> tuple[float, dict[str, Any]]:
-    """Score the defect images and move the threshold to where it separates best."""
+def _defect_scores(defect_images: dict[str, list[npt.NDArray[np.uint8]]], extractor: FeatureExtractor,
+                   spec: ImageInput, head: SearchHead, params: AnomalyParams) -> dict[str, FloatArray]:
+    """The defect images' scores by the finished model (none of them is in its bank or statistics)."""
     stats = PositionStats(head.position_mean, head.position_scale)
     scores: dict[str, FloatArray] = {}
     for label, images in defect_images.items():
@@ -222,15 +241,18 @@ def _tune_with_defects(defect_images: dict[str, list[npt.NDArray[np.uint8]]], ex
                            for c in centred], np.float32)
         blend = _gaussian_blend(head.gaussian, centred, params)
         scores[label] = normalised_scores(maps, stats, params.map_sigma, blend)
+    return scores
+
+
+def _defect_metrics(good_scores: FloatArray, scores: dict[str, FloatArray], threshold: float) -> dict[str, Any]:
     every = np.concatenate(list(scores.values()))
-    threshold = tuned_threshold(good_scores, every)
-    metrics = {
+    return {
         "defect_tuned_threshold": threshold,
         "train_auroc": auroc(good_scores, every),
         "train_miss_rate": float((every < threshold).mean()),
         "train_auroc_per_label": {label: auroc(good_scores, s) for label, s in scores.items()},
+        "calibration_defect_scores": {label: [round(float(v), 5) for v in s] for label, s in scores.items()},
     }
-    return threshold, metrics
 
 
 def _gaussian_blend(term: GaussianTerm | None, centred: list[FloatArray],
