@@ -363,7 +363,7 @@ def test_the_openapi_documents_every_parameter_and_field_with_an_example(client:
             assert parameter.get("examples") or schema.get("examples"), (path, parameter["name"])
     export = spec["paths"]["/api/v1/verdicts/export"]["get"]["responses"]["200"]["content"]
     assert set(export) == {"application/json", "application/x-ndjson", "text/csv"}
-    for name in ("VerdictRecord", "VerdictPage"):
+    for name in ("VerdictRecord", "VerdictPage", "BatchRecord"):
         for field, schema in spec["components"]["schemas"][name]["properties"].items():
             documented = "examples" in schema or "$ref" in schema.get("items", {})  # a list of documented records
             assert schema.get("description") and documented, (name, field)

@@ -7,9 +7,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Query
-from pydantic import BaseModel, Field
 
-from edge.api.schemas import BatchRecord
 from edge.store.queries import BatchFilter, VerdictFilter, utc_text
 
 MAX_PAGE = 10_000
@@ -93,8 +91,3 @@ class BatchQuery:
             active_to=None if active_to is None else utc_text(active_to))
         self.conflict = open_only and state == "closed"
 
-
-class BatchPage(BaseModel):
-    items: list[BatchRecord] = Field(description="Batches in id order (the order they were opened).")
-    next_cursor: int = Field(description="Pass as ?since= to get the following batches.", examples=[12])
-    has_more: bool = Field(description="More batches match after this page.", examples=[False])

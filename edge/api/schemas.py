@@ -159,16 +159,19 @@ class BatchOpenRequest(BaseModel):
 
 class BatchRecord(BaseModel):
     model_config = ConfigDict(from_attributes=True)
-    id: int
-    lot: str
-    product: str | None
-    recipe: str | None
-    operator: str | None = Field(description="Who opened it (authenticated identity).")
-    station: str
-    opened_at: str
-    closed_at: str | None
-    closed_by: str | None
-    note: str | None
+    id: int = Field(description="Batch id; ids grow in the order batches were opened (the pull cursor).",
+                    examples=[12])
+    lot: str = Field(description="Lot code.", examples=["LOT-7"])
+    product: str | None = Field(description="Product made in it.", examples=["tile-A"])
+    recipe: str | None = Field(description="Recipe given when it was opened.", examples=["tile-A-fast"])
+    operator: str | None = Field(description="Who opened it (authenticated identity).", examples=["user:ann"])
+    station: str = Field(description="The station that ran it.", examples=["demo-station"])
+    opened_at: str = Field(description="When it was opened (UTC, ISO 8601).",
+                           examples=["2026-12-05T06:00:01.204518+00:00"])
+    closed_at: str | None = Field(description="When it was closed (UTC, ISO 8601); null while open.",
+                                  examples=["2026-12-05T13:58:40.007311+00:00"])
+    closed_by: str | None = Field(description="Who closed it.", examples=["user:ann"])
+    note: str | None = Field(description="Free text given when it was opened.", examples=["new supplier"])
 
 
 class AlarmRecord(BaseModel):
