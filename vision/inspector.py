@@ -9,16 +9,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from models.decision import judge_outputs
+from models.decision import Decision, judge_outputs
 from models.manifest import ImageInput, Manifest
 from models.runtime import LoadedModel
+from vision.heatmap import heatmap_image, locate_defect
 from vision.preprocess import to_tensor
 from vision.quality import QualityLimits, assess
 
 
 @dataclass(frozen=True)
 class VisionResult:
-    decision: str  # OK, NG, or INVALID (not judged: see reason)
+    decision: Decision  # INVALID: not judged, see reason
     label: str
     score: float | None
     threshold: float
@@ -28,6 +29,17 @@ class VisionResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
     quality: dict[str, float | str | None] | None = None
+    # Where the defect is on an NG part (vision.heatmap.locate_defect: fractions of the image), and the
+    # judged image's (width, height): one call gives the service everything it stores
+    defect_region: dict[str, float] | None = None
+    image_size: tuple[int, int] | None = None
+
+    def heatmap(self, size: tuple[int, int] | None = None) -> npt.NDArray[np.uint8] | None:
+        """The colour heat map (BGR, threshold at mid-scale) laid out at ``size`` (width, height), by
+        default the judged part's own size and aspect, so it lies over the part; None without a map."""
+        if self.anomaly_map is None:
+            return None
+        return heatmap_image(self.anomaly_map, self.threshold, size or self.image_size)
 
 
 @dataclass(frozen=True)
@@ -93,11 +105,14 @@ class VisionInspector:
         anomaly_map = outputs.get("anomaly_map")
         heat = None if anomaly_map is None else np.asarray(anomaly_map, dtype=np.float32).reshape(
             anomaly_map.shape[-2:])
+        region = (locate_defect(heat, judgement.threshold)
+                  if heat is not None and judgement.decision == "NG" else None)
         return VisionResult(
             judgement.decision, judgement.label, judgement.score, judgement.threshold, self.name, self.version, heat,
             {"quality": (checked - started) * 1000.0, "preprocess": (prepared - checked) * 1000.0,
              "model": (ran - prepared) * 1000.0, "decide": (time.perf_counter() - ran) * 1000.0},
-            quality=None if report is None else report.as_dict(),
+            quality=None if report is None else report.as_dict(), defect_region=region,
+            image_size=(int(pixels.shape[1]), int(pixels.shape[0])),
         )
 
     def _size_problem(self, pixels: npt.NDArray[np.uint8]) -> str | None:

@@ -98,6 +98,19 @@ def test_the_manifest_records_the_operating_point_and_the_held_out_scores(traine
     assert looser.threshold < manifest.threshold and looser.supported
 
 
+def test_one_call_gives_decision_score_map_defect_box_and_a_heat_map_at_the_part_s_size(
+        trained_on_ordinary_parts: Path) -> None:
+    inspector = VisionInspector(load_model(trained_on_ordinary_parts, threads=1))
+    part = texture(np.random.default_rng(8), 180, 300)
+    bad = inspector.judge(with_defect(part))
+    assert bad.decision == "NG" and bad.score is not None and bad.anomaly_map is not None
+    assert bad.defect_region is not None and bad.image_size == (300, 180)
+    heat = bad.heatmap()
+    assert heat is not None and heat.shape == (180, 300, 3) and heat.dtype == np.uint8
+    good = inspector.judge(part)
+    assert good.decision == "OK" and good.defect_region is None
+
+
 def test_training_produces_a_model_that_flags_a_defect(trained_on_ordinary_parts: Path) -> None:
     build = trained_on_ordinary_parts
     model = load_model(build, threads=2)
