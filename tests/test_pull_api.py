@@ -379,3 +379,25 @@ def test_filters_use_indexes_not_a_scan_of_every_verdict(station: Station) -> No
         assert "SCAN" not in plan and "USING" in plan and "INDEX" in plan, (flt, plan)
         if flt.lot or flt.serial:  # the part leads, not the decision index
             assert "idx_verdicts_decision" not in plan and plan.index("SEARCH p ") < plan.index("SEARCH v "), plan
+
+
+def test_an_export_reads_in_pages_up_to_the_last_verdict_when_it_started(station: Station) -> None:
+    """verdict_pages (the exports' reader) holds one page at a time and ends at the last verdict stored when it
+    started, so verdicts committed meanwhile wait for the next export (a fixed, repeatable document)."""
+    from edge.store.queries import verdict_pages
+
+    assert station.store is not None
+    store = station.store
+    rng = random.Random(9)
+    for i in range(25):
+        record(store, rng, "test-station", f"P-{i}", None)
+    last = everything(store)[-1].id
+    pages = verdict_pages(store.reader, VerdictFilter(), 0, page_size=10)
+    first = next(pages)
+    for i in range(5):  # written while the export is under way
+        record(store, rng, "test-station", f"Q-{i}", None)
+    rest = list(pages)
+    assert [len(page) for page in [first, *rest]][:-1] == [10] * len(rest) and len(first) == 10
+    assert [v.id for page in [first, *rest] for v in page] == list(range(1, last + 1))
+    assert [v.id for page in verdict_pages(store.reader, VerdictFilter(), last) for v in page] == \
+        list(range(last + 1, everything(store)[-1].id + 1))
