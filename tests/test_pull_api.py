@@ -379,6 +379,11 @@ def test_filters_use_indexes_not_a_scan_of_every_verdict(station: Station) -> No
         assert "SCAN" not in plan and "USING" in plan and "INDEX" in plan, (flt, plan)
         if flt.lot or flt.serial:  # the part leads, not the decision index
             assert "idx_verdicts_decision" not in plan and plan.index("SEARCH p ") < plan.index("SEARCH v "), plan
+    for flt in (VerdictFilter(created_from="2026-12-05T08:00:00.000000+00:00"),
+                VerdictFilter(created_from="2026-12-05T08:00:00.000000+00:00", created_to="2026-12-06"),
+                VerdictFilter(created_to="2026-12-06", station="line-2")):
+        plan = query_plan(conn, flt)  # a time span is an id range: pages walk ids, never sort the span
+        assert "SEARCH v USING INTEGER PRIMARY KEY" in plan and "TEMP B-TREE" not in plan, (flt, plan)
 
 
 def test_an_export_reads_in_pages_up_to_the_last_verdict_when_it_started(station: Station) -> None:

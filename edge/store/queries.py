@@ -108,13 +108,19 @@ def _verdict_where(f: VerdictFilter) -> tuple[list[str], list[Any]] | None:
         params.append(f.effective_decision)
     if f.overridden is not None:
         terms.append("o.id IS NOT NULL" if f.overridden else "o.id IS NULL")
+    # Commit times never decrease in id order (the store's commit_time), so a time bound is an id bound: the
+    # first id at or after it, found in the created_at index. Paging then walks ids in order instead of
+    # sorting every verdict of a long span (1 s for the first page of the last tenth of 1,000,000).
     if f.created_from is not None:
-        terms.append("v.created_at >= ?")
-        params.append(f.created_from)
+        terms += [f"v.id >= {_FIRST_AT}", "+v.created_at >= ?"]
+        params += [f.created_from, f.created_from]
     if f.created_to is not None:
-        terms.append("v.created_at < ?")
-        params.append(f.created_to)
+        terms += [f"v.id < {_FIRST_AT}", "+v.created_at < ?"]
+        params += [f.created_to, f.created_to]
     return terms, params
+
+
+_FIRST_AT = f"COALESCE((SELECT id FROM verdicts WHERE created_at >= ? ORDER BY created_at, id LIMIT 1), {MAX_ID})"
 
 
 Rows = list[tuple[Any, ...]]
