@@ -327,21 +327,20 @@ class BatchFigures:
 
     def _score(self, conn: sqlite3.Connection, batch_id: int, row: sqlite3.Row) -> None:
         key = (batch_id, row["modality"], row["model_name"] or "", int(row["model_version"] or 0))
-        found = conn.execute("SELECT id, points FROM quality_series WHERE batch_id = ? AND modality = ?"
-                             " AND model_name = ? AND model_version = ?", key).fetchone()
+        found = conn.execute("UPDATE quality_series SET points = points + 1, last_at = ? WHERE batch_id = ?"
+                             " AND modality = ? AND model_name = ? AND model_version = ? RETURNING id, points",
+                             (row["created_at"], *key)).fetchone()
         if found is None:
             series_id = int(conn.execute(
                 "INSERT INTO quality_series (batch_id, modality, model_name, model_version, recipe, points, first_at,"
-                " last_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)", (*key, row["recipe"], row["created_at"],
+                " last_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?)", (*key, row["recipe"], row["created_at"],
                                                              row["created_at"])).lastrowid or 0)
-            points = 0
+            seq = 1
         else:
-            series_id, points = int(found[0]), int(found[1])
+            series_id, seq = int(found[0]), int(found[1])
         conn.execute("INSERT INTO quality_scores (series_id, seq, verdict_id, score, decision, at)"
-                     " VALUES (?, ?, ?, ?, ?, ?)", (series_id, points + 1, row["id"], float(row["score"]),
-                                                   row["decision"], row["created_at"]))
-        conn.execute("UPDATE quality_series SET points = ?, last_at = ? WHERE id = ?",
-                     (points + 1, row["created_at"], series_id))
+                     " VALUES (?, ?, ?, ?, ?, ?)", (series_id, seq, row["id"], float(row["score"]), row["decision"],
+                                                   row["created_at"]))
 
 
 def _difference(new: Counter[str], old: Counter[str]) -> dict[str, int]:
