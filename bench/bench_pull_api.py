@@ -206,7 +206,15 @@ def filtered(url: str, verdicts: int, rounds: int, seed: int = 2) -> dict[str, d
     lots = verdicts // LOT_SIZE
     cases: dict[str, Callable[[], float]] = {}
     with httpx.Client(base_url=url, timeout=60) as http:
+        def created(verdict_id: int) -> str:
+            return str(http.get(f"/api/v1/verdicts/{verdict_id}").raise_for_status().json()["created_at"])
+
+        def span() -> float:  # a tenth of the verdicts, anywhere
+            start = rng.randrange(1, verdicts - verdicts // 10)
+            return timed(http, {"from": created(start), "to": created(start + verdicts // 10), "limit": 100}, 100)
+
         cases = {
+            "one time span (from/to, a tenth of the verdicts), first page of 100": span,
             "unfiltered, first page of 100 after a random cursor (baseline)":
                 lambda: timed(http, {"since": rng.randrange(verdicts - 100), "limit": 100}, 100),
             "one lot, first page of 100": lambda: timed(http, {"lot": lot_name(rng.randrange(lots)), "limit": 100},
