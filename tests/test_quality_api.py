@@ -154,3 +154,17 @@ def test_a_report_that_cannot_be_written_is_a_clear_404(client: TestClient, oper
         time.sleep(0.1)
     assert response.status_code == 404 and "could not be written" in message, message
     assert client.get(f"/api/v1/batches/{batch['id']}/summary").json()["parts"] == 1
+
+
+def test_the_route_answers_the_python_api_s_record(client: TestClient, operator_headers: dict[str, str],
+                                                   station: Station) -> None:
+    from edge.quality import batch_summary, summary_record
+    assert station.store is not None
+    batch = client.post("/api/v1/batches", json={"lot": "LOT-S"}, headers=operator_headers).json()
+    judge(client, "S-1", spot=True)
+    judge(client, "S-2", spot=False)
+    body = client.get(f"/api/v1/batches/{batch['id']}/summary").json()
+    record = summary_record(batch_summary(station.store.reader(), batch["id"]))
+    body.pop("generated_at")
+    record.pop("generated_at")
+    assert body == record

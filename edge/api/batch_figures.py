@@ -18,7 +18,7 @@ from edge.quality.charts import BatchCharts
 from edge.quality.drift import ModelDrift, model_drift
 from edge.quality.reports import report_file
 from edge.quality.spc import RULES
-from edge.quality.summary import Figures, Summary
+from edge.quality.summary import Summary, summary_record
 from edge.station import Station
 from edge.store import NotFoundError, VerdictStore
 
@@ -100,24 +100,9 @@ class SummaryOut(FiguresOut):
     generated_at: str = Field(description="When these figures were read (UTC).")
 
 
-def figures_out(figures: Figures, cls: type[FiguresOut] = FiguresOut, **extra: object) -> FiguresOut:
-    return cls.model_validate({**{name: getattr(figures, name) for name in FiguresOut.model_fields
-                                  if name != "yield_rate"}, "yield": figures.yield_rate, **extra})
-
-
 def summary_out(summary: Summary) -> SummaryOut:
-    """The HTTP shape of a summary (also what the batch report's CSV holds)."""
-    batch = summary.batch
-    status = "window" if batch is None else ("open" if batch.closed_at is None else "closed")
-    out = figures_out(
-        summary.figures, SummaryOut, batch_id=batch.id if batch else None, lot=batch.lot if batch else None,
-        product=batch.product if batch else None, recipe=batch.recipe if batch else None, status=status,
-        opened_at=batch.opened_at if batch else None, closed_at=batch.closed_at if batch else None,
-        window_hours=summary.window_hours, generated_at=summary.generated_at, complete=summary.complete,
-        per_shift=[figures_out(p.figures, PeriodOut, period=p.period) for p in summary.per_shift],
-        per_hour=[figures_out(p.figures, PeriodOut, period=p.period) for p in summary.per_hour])
-    assert isinstance(out, SummaryOut)
-    return out
+    """The HTTP shape of a summary (edge.quality.summary_record, also sent upstream)."""
+    return SummaryOut.model_validate(summary_record(summary))
 
 
 class LimitsOut(_Out):

@@ -22,7 +22,7 @@ from edge.archive import ImageArchive
 from edge.config import FiguresSettings
 from edge.quality.charts import BatchCharts, batch_charts
 from edge.quality.pdf import render_pdf
-from edge.quality.summary import Figures, Summary, batch_summary
+from edge.quality.summary import Figures, Summary, batch_summary, figures_record
 from edge.quality.tracker import pareto_label
 from edge.store import NotFoundError
 
@@ -97,10 +97,8 @@ FIGURE_FIELDS = ("parts", "ok", "ng", "invalid", "yield", "first_pass_yield", "p
 
 def figure_values(figures: Figures) -> dict[str, object]:
     """The scalar figures by the names the API and the CSV use."""
-    values: dict[str, object] = {name: getattr(figures, name) for name in FIGURE_FIELDS
-                                 if name not in ("yield",)}
-    values["yield"] = figures.yield_rate
-    return {name: values[name] for name in FIGURE_FIELDS}
+    record = figures_record(figures)
+    return {name: record[name] for name in FIGURE_FIELDS}
 
 
 def summary_csv(summary: Summary) -> str:

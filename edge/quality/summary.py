@@ -219,3 +219,38 @@ def _periods(counts: Mapping[str, Mapping[str, int]], spans: Mapping[str, tuple[
     keys: Iterable[str] = sorted(k for k in counts if k.startswith(prefix))
     return tuple(PeriodFigures(k[len(prefix):], _figures(counts[k], spans.get(k))) for k in keys
                  if counts[k].get("parts") or counts[k].get("alarms"))
+
+
+def figures_record(figures: Figures) -> dict[str, Any]:
+    """Figures as JSON-ready values under the names the QMS routes, the CSV and upstream messages use."""
+    return {
+        "parts": figures.parts, "ok": figures.ok, "ng": figures.ng, "invalid": figures.invalid,
+        "yield": figures.yield_rate, "first_pass_yield": figures.first_pass_yield, "ppm": figures.ppm,
+        "pareto": [{"label": p.label, "count": p.count} for p in figures.pareto],
+        "first_pass_ok": figures.first_pass_ok, "overridden_parts": figures.overridden_parts,
+        "reinspected_parts": figures.reinspected_parts, "inspections": figures.inspections,
+        "verdicts": figures.verdicts, "overrides": figures.overrides, "confirmations": figures.confirmations,
+        "late_answers": figures.late_answers, "alarms": figures.alarms,
+        "alarm_kinds": [{"label": a.label, "count": a.count} for a in figures.alarm_kinds],
+        "modalities": [{"modality": m.modality, "parts": m.parts, "ok": m.ok, "ng": m.ng, "invalid": m.invalid,
+                        "verdicts": m.verdicts} for m in figures.modalities],
+        "models": [{"model_name": m.model_name, "model_version": m.model_version, "verdicts": m.verdicts}
+                   for m in figures.models],
+        "first_at": figures.first_at, "last_at": figures.last_at,
+    }
+
+
+def summary_record(summary: Summary) -> dict[str, Any]:
+    """A summary as one JSON-ready object: the body of GET /api/v1/batches/{id}/summary, for the station
+    page and for messages to the plant (edge.upstream) alike."""
+    batch = summary.batch
+    return {
+        **figures_record(summary.figures),
+        "batch_id": batch.id if batch else None, "lot": batch.lot if batch else None,
+        "product": batch.product if batch else None, "recipe": batch.recipe if batch else None,
+        "status": "window" if batch is None else ("open" if batch.closed_at is None else "closed"),
+        "opened_at": batch.opened_at if batch else None, "closed_at": batch.closed_at if batch else None,
+        "window_hours": summary.window_hours, "complete": summary.complete, "generated_at": summary.generated_at,
+        "per_shift": [{"period": p.period, **figures_record(p.figures)} for p in summary.per_shift],
+        "per_hour": [{"period": p.period, **figures_record(p.figures)} for p in summary.per_hour],
+    }
