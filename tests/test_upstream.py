@@ -20,6 +20,7 @@ import pytest
 from support import EDGE_INSPECT, PROJECT_ROOT, jpeg, write_station_config
 from test_upstream_broker import Mosquitto, StallingBroker, free_port, needs_mosquitto
 
+from edge.cli import main
 from edge.config import UpstreamSettings, WebhookSettings
 from edge.metrics import StationMetrics
 from edge.store import NewVerdict, PartContext, VerdictStore
@@ -167,17 +168,21 @@ def test_records_arrive_with_their_payload_contract_and_the_outbox_empties(tmp_p
 
 @needs_mosquitto
 def test_broker_down_at_start_then_up_delivers_the_backlog_exactly_once(tmp_path: Path) -> None:
-    port = free_port()
-    station = Appliance(tmp_path, fast(mqtt_url=f"mqtt://127.0.0.1:{port}", outbox_alarm_rows=50))
+    # the plant's broker already holds the collector's persistent session (a broker discards what is published
+    # before anyone subscribed), and is down when the station starts
+    broker = Mosquitto(tmp_path / "broker").start()
+    collector = Collector(BrokerUrl.parse(broker.url), SqliteCollectorDatabase(tmp_path / "fleet.db"))
+    collector.start()
+    wait_for(lambda: collector.connected, what="the collector's subscription")
+    broker.stop()
+    station = Appliance(tmp_path, fast(mqtt_url=broker.url, outbox_alarm_rows=50))
     try:
         ids = station.record(120)
         assert station.outbox_rows() == 120
         wait_for(lambda: any(a.kind == "upstream_backlog" for a in station.store.alarms(active_only=True)),
                  what="the backlog alarm")
         assert station.upstream.workers[0].counters.connect_failures >= 1
-        broker = Mosquitto(tmp_path / "broker", port).start()
-        collector = Collector(BrokerUrl.parse(broker.url), SqliteCollectorDatabase(tmp_path / "fleet.db"))
-        collector.start()
+        broker.start()
         try:
             rows = wait_for(lambda: len(collected(tmp_path / "fleet.db")) == 120 and collected(tmp_path / "fleet.db"),
                             what="the backlog at the collector")
@@ -187,6 +192,13 @@ def test_broker_down_at_start_then_up_delivers_the_backlog_exactly_once(tmp_path
         finally:
             collector.stop()
             broker.stop()
+        # the chain in the payloads lets the central database name a verdict it never got
+        check = ["collect", "--check", "--db", str(tmp_path / "fleet.db")]
+        assert main(check) == 0
+        with sqlite3.connect(tmp_path / "fleet.db") as conn:
+            conn.execute("DELETE FROM verdicts WHERE id = ?", (ids[40],))
+        assert main(check) == 1
+        assert SqliteCollectorDatabase(tmp_path / "fleet.db").completeness()[STATION]["gaps_before"] == [ids[41]]
     finally:
         station.close()
 

@@ -24,7 +24,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Subscribe to the stations' topics (persistent session, QoS 1) and write every verdict, batch, "
                     "alarm and override exactly once into SQLite (default) or PostgreSQL. A message is acknowledged "
                     "only once committed; duplicates are dropped by their idempotency key.")
-    parser.add_argument("--mqtt-url", required=True, metavar="mqtt://HOST:PORT", help="the broker")
+    parser.add_argument("--mqtt-url", default=None, metavar="mqtt://HOST:PORT", help="the broker")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--db", type=Path, default=None, metavar="PATH",
                        help="SQLite file of the central database (default: fleet.db)")
@@ -36,18 +36,24 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="MQTT client id: the broker keeps this session's queue while the collector is away")
     parser.add_argument("--stats-interval", type=float, default=60.0, metavar="S",
                         help="log counts every S seconds (0: never)")
+    parser.add_argument("--check", action="store_true",
+                        help="do not collect: report per station the verdicts held and any gaps in their hash chain "
+                             "(exit 1 when there are gaps)")
     parser.set_defaults(handler=collect)
 
 
 def collect(args: argparse.Namespace) -> int:
-    try:
-        url = BrokerUrl.parse(args.mqtt_url)
-    except BrokerUrlError as exc:
-        raise CommandError(f"--mqtt-url: {exc}") from exc
+    url = None if args.check else _broker(args.mqtt_url)
     try:
         database = open_collector_database(args.db, args.db_url)
     except CollectorDatabaseError as exc:
         raise CommandError(str(exc)) from exc
+    if args.check:
+        report = database.completeness()
+        database.close()
+        print(json.dumps(report, indent=2))
+        return 1 if any(station["gaps_before"] for station in report.values()) else 0
+    assert url is not None
     collector = Collector(url, database, tuple(args.topic or [DEFAULT_FLEET_TOPIC]), args.client_id)
     done = threading.Event()
 
@@ -65,3 +71,12 @@ def collect(args: argparse.Namespace) -> int:
     collector.stop()
     print(json.dumps(collector.stats()))
     return 0
+
+
+def _broker(mqtt_url: str | None) -> BrokerUrl:
+    if mqtt_url is None:
+        raise CommandError("--mqtt-url mqtt://HOST:PORT is needed to collect (or --check to inspect the database)")
+    try:
+        return BrokerUrl.parse(mqtt_url)
+    except BrokerUrlError as exc:
+        raise CommandError(f"--mqtt-url: {exc}") from exc

@@ -38,7 +38,7 @@ class _Received:
 class Collector:
     def __init__(self, url: BrokerUrl, database: CollectorDatabase, topics: tuple[str, ...] = (DEFAULT_FLEET_TOPIC,),
                  client_id: str = "edge-inspect-collector", batch_size: int = 1000, commit_interval_s: float = 0.05,
-                 retry_min_s: float = 1.0, retry_max_s: float = 30.0) -> None:
+                 retry_min_s: float = 1.0, retry_max_s: float = 5.0) -> None:
         self.url = url
         self.database = database
         self.topics = topics
@@ -62,12 +62,13 @@ class Collector:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.reconnect_delay_set(int(retry_min_s), int(retry_max_s))
         return client
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
-        """Connect in the background: paho retries an unreachable broker and reconnects a lost one (1-30 s)."""
+        """Connect in the background: paho retries an unreachable broker and reconnects a lost one (1-5 s)."""
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = SESSION_EXPIRY_S
         properties.ReceiveMaximum = RECEIVE_MAXIMUM
@@ -85,6 +86,7 @@ class Collector:
 
     @property
     def connected(self) -> bool:
+        """Connected and subscribed (the broker has acknowledged the subscriptions)."""
         return self._connected
 
     def stats(self) -> dict[str, int]:
@@ -97,10 +99,16 @@ class Collector:
             log.warning("collector: broker %s refused the connection: %s", self.url, reason)
             return
         self._generation += 1
-        self._connected = True
         client.subscribe([(topic, 1) for topic in self.topics])
         log.info("collector: connected to %s (session %s), subscribed to %s", self.url,
                  "resumed" if getattr(flags, "session_present", False) else "new", ", ".join(self.topics))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        refused = [str(r) for r in reasons if getattr(r, "is_failure", False)]
+        if refused:
+            log.error("collector: the broker refused subscriptions to %s: %s", ", ".join(self.topics),
+                      ", ".join(refused))
+        self._connected = True
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._connected = False

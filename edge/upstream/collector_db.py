@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge.store.chain import GENESIS
+
 VERDICT_COLUMNS = ("idempotency_key", "station", "id", "part_id", "serial", "batch_id", "lot", "product", "modality",
                    "model_name", "model_version", "label", "score", "threshold", "decision", "reason", "recipe",
-                   "actuated", "late", "trigger_seq", "created_at", "hash")
+                   "actuated", "late", "trigger_seq", "created_at", "hash", "prev_hash")
 
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS messages (idempotency_key TEXT PRIMARY KEY, station TEXT NOT NULL,"
@@ -23,9 +25,11 @@ _TABLES = (
     " part_id BIGINT, serial TEXT, batch_id BIGINT, lot TEXT, product TEXT, modality TEXT, model_name TEXT,"
     " model_version BIGINT, label TEXT, score DOUBLE PRECISION, threshold DOUBLE PRECISION, decision TEXT,"
     " reason TEXT, recipe TEXT, actuated TEXT, late BOOLEAN, trigger_seq BIGINT, created_at TEXT, hash TEXT,"
+    " prev_hash TEXT,"
     " override_decision TEXT, override_label TEXT, override_operator TEXT, override_at TEXT)",
     "CREATE INDEX IF NOT EXISTS idx_verdicts_station_id ON verdicts (station, id)",
     "CREATE INDEX IF NOT EXISTS idx_verdicts_lot ON verdicts (lot)",
+    "CREATE INDEX IF NOT EXISTS idx_verdicts_station_hash ON verdicts (station, hash)",
     "CREATE INDEX IF NOT EXISTS idx_verdicts_serial ON verdicts (serial)",
     "CREATE TABLE IF NOT EXISTS station_state (station TEXT PRIMARY KEY, state TEXT, payload TEXT NOT NULL,"
     " updated_at TEXT NOT NULL)",
@@ -134,6 +138,26 @@ class CollectorDatabase(ABC):
                            f" override_operator = {q}, override_at = {q} WHERE station = {q} AND hash = {q}",
                            (body.get("decision"), body.get("label"), body.get("operator"), body.get("created_at"),
                             body.get("station"), body.get("verdict_hash")))
+
+
+    def completeness(self, max_gaps: int = 20) -> dict[str, dict[str, Any]]:
+        """Per station: verdicts held, first and last id, and the verdicts whose predecessor in the station's
+        hash chain is missing (a gap lies just before each; the pull API's ``since`` cursor refills it)."""
+        q = self.placeholder
+        cursor = self._connection().cursor()
+        cursor.execute("SELECT station, COUNT(*), MIN(id), MAX(id) FROM verdicts GROUP BY station ORDER BY station")
+        report = {str(r[0]): {"verdicts": int(r[1]), "first_id": r[2], "last_id": r[3], "gaps_before": []}
+                  for r in cursor.fetchall()}
+        cursor.execute(
+            "SELECT v.station, v.id FROM verdicts v WHERE v.prev_hash IS NOT NULL AND v.prev_hash <> "
+            f"{q} AND NOT EXISTS (SELECT 1 FROM verdicts p WHERE p.station = v.station AND p.hash = v.prev_hash)"
+            " ORDER BY v.station, v.id", (GENESIS,))
+        for station, verdict_id in cursor.fetchall():
+            gaps = report[str(station)]["gaps_before"]
+            if len(gaps) < max_gaps:
+                gaps.append(verdict_id)
+        self._commit()
+        return report
 
 
 def _parse(item: Incoming) -> Parsed | None:

@@ -79,7 +79,10 @@ class MqttSink(Sink):
             self._client = None
             raise SinkError(f"broker {self.url} unreachable: {exc}") from exc
         client.loop_start()
-        if not self._connected.wait(self.connect_timeout_s) or self._lost.is_set():
+        deadline = time.monotonic() + self.connect_timeout_s
+        while not self._connected.wait(0.1) and time.monotonic() < deadline and not self.stopping.is_set():
+            pass
+        if not self._connected.is_set() or self._lost.is_set():
             reason = self._refused or f"no answer to CONNECT within {self.connect_timeout_s:g} s"
             self.close(clean=False)
             raise SinkError(f"broker {self.url}: {reason}")
@@ -113,10 +116,16 @@ class MqttSink(Sink):
         infos = [client.publish(self.topic(row.topic), row.payload, qos=1) for row in rows]
         deadline = time.monotonic() + self.ack_timeout_s
         for done, info in enumerate(infos):
-            try:
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            except (RuntimeError, ValueError) as exc:
-                raise SinkError(f"broker {self.url}: publish failed: {exc}", delivered=done) from exc
+            # in short slices: a connection lost meanwhile fails the round at once, not after ack_timeout_s
+            while not info.is_published() and not self._lost.is_set() and time.monotonic() < deadline:
+                if self.stopping.is_set():
+                    raise SinkError(f"broker {self.url}: station stopping", delivered=done)
+                try:
+                    info.wait_for_publish(min(0.1, max(0.0, deadline - time.monotonic())))
+                except (RuntimeError, ValueError) as exc:
+                    raise SinkError(f"broker {self.url}: publish failed: {exc}", delivered=done) from exc
+            if self._lost.is_set() and not info.is_published():
+                raise SinkError(f"broker {self.url}: connection lost", delivered=done)
             if not info.is_published():
                 raise SinkError(f"broker {self.url}: {len(infos) - done} of {len(infos)} messages not acknowledged "
                                 f"within {self.ack_timeout_s:g} s", delivered=done)

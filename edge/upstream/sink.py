@@ -32,6 +32,7 @@ class Sink(ABC):
     """One destination. ``deliver`` returns only once every row is acknowledged, else raises SinkError."""
 
     name: str
+    stopping: threading.Event = threading.Event()  # set by the worker when the station stops: end waits early
 
     @abstractmethod
     def open(self) -> None:
@@ -99,6 +100,7 @@ class SinkWorker:
         self.on_depth = on_depth
         self.counters = SinkCounters()
         self._stop = threading.Event()
+        sink.stopping = self._stop
         self._thread = threading.Thread(target=self._run, name=f"upstream-{sink.name}", daemon=True)
         self._pending_mark: Future[int] | None = None
 
@@ -123,7 +125,8 @@ class SinkWorker:
             try:
                 self.sink.open()
             except SinkError as exc:
-                self._failed(exc, connecting=True)
+                if not self._stop.is_set():
+                    self._failed(exc, connecting=True)
                 continue
             self.counters.connected = True
             self._gauge_connected(1)
@@ -131,7 +134,11 @@ class SinkWorker:
             try:
                 self._drain()
             except SinkError as exc:
-                self._failed(exc, connecting=False)
+                if not self._stop.is_set():
+                    self._failed(exc, connecting=False)
+            except Exception as exc:  # a bug or a store error must not end delivery for good
+                log.exception("upstream %s: delivery failed", self.name)
+                self._failed(SinkError(f"{type(exc).__name__}: {exc}"), connecting=False)
             finally:
                 self.counters.connected = False
                 self._gauge_connected(0)
