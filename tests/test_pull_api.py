@@ -204,7 +204,8 @@ def test_exactly_once_while_verdicts_are_being_written(client: TestClient, stati
         {"items": [], "next_cursor": cursor, "has_more": False}
 
 
-@pytest.mark.parametrize("path", ["/api/v1/verdicts", "/api/v1/verdicts/export", "/api/v1/batches"])
+@pytest.mark.parametrize("path", ["/api/v1/verdicts", "/api/v1/verdicts/export", "/api/v1/batches",
+                                  "/api/v1/overrides"])
 def test_unknown_repeated_and_malformed_parameters_get_a_422_naming_them(client: TestClient, path: str) -> None:
     def refused(query: str, *names: str) -> None:
         response = client.get(f"{path}?{query}")
@@ -223,6 +224,11 @@ def test_unknown_repeated_and_malformed_parameters_get_a_422_naming_them(client:
     refused("to=2026-13-01", "to")
     refused("from=2026-12-05T10:00:00Z&to=2026-12-05T09:00:00Z", "from")
     refused("lot=" + "x" * 200, "lot")
+    if path == "/api/v1/overrides":
+        refused("verdict=-1", "verdict")
+        refused("limit=10001", "limit")
+        refused("decision=NG", "decision")
+        return
     if path == "/api/v1/batches":
         refused("state=ajar", "state")
         refused("limit=0", "limit")
@@ -358,14 +364,14 @@ def test_a_batch_export_and_the_batch_list_with_filters_and_a_cursor(client: Tes
 
 def test_the_openapi_documents_every_parameter_and_field_with_an_example(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    for path in ("/api/v1/verdicts", "/api/v1/verdicts/export", "/api/v1/batches"):
+    for path in ("/api/v1/verdicts", "/api/v1/verdicts/export", "/api/v1/batches", "/api/v1/overrides"):
         for parameter in spec["paths"][path]["get"]["parameters"]:
             schema = parameter["schema"]
             assert parameter.get("description") or schema.get("description"), (path, parameter["name"])
             assert parameter.get("examples") or schema.get("examples"), (path, parameter["name"])
     export = spec["paths"]["/api/v1/verdicts/export"]["get"]["responses"]["200"]["content"]
     assert set(export) == {"application/json", "application/x-ndjson", "text/csv"}
-    for name in ("VerdictRecord", "VerdictPage", "BatchRecord"):
+    for name in ("VerdictRecord", "VerdictPage", "BatchRecord", "OverridePage"):
         for field, schema in spec["components"]["schemas"][name]["properties"].items():
             documented = "examples" in schema or "$ref" in schema.get("items", {})  # a list of documented records
             assert schema.get("description") and documented, (name, field)
@@ -429,3 +435,31 @@ def test_the_real_service_pulls_filters_and_streams_an_export(live_service: Live
             assert export.headers["content-disposition"].endswith('.csv"') and "content-length" not in export.headers
             text = b"".join(export.iter_bytes()).decode()
         assert [row["serial"] for row in parse_csv(text)] == ["LIVE-0", "LIVE-2", "LIVE-4"]
+
+
+def test_the_override_feed_pages_every_override_once_with_filters(client: TestClient, filled: Station) -> None:
+    assert filled.store is not None
+    rows = [dict(row) for row in filled.store.reader().execute("SELECT * FROM overrides ORDER BY id")]
+    assert len(rows) > 10
+    middle = rows[len(rows) // 2]
+    for params, wanted in [({}, lambda o: True), ({"verdict": middle["verdict_id"]},
+                                                  lambda o: o["verdict_id"] == middle["verdict_id"]),
+                           ({"operator": "user:bob"}, lambda o: True), ({"operator": "user:eve"}, lambda o: False),
+                           ({"from": middle["created_at"]}, lambda o: o["created_at"] >= middle["created_at"]),
+                           ({"to": middle["created_at"]}, lambda o: o["created_at"] < middle["created_at"])]:
+        seen: list[dict[str, Any]] = []
+        cursor = 0
+        while True:
+            page = client.get("/api/v1/overrides", params={**params, "since": cursor, "limit": 3}).json()
+            seen += page["items"]
+            cursor = page["next_cursor"]
+            if not page["has_more"]:
+                break
+        expected = [{**o, "audit_id": None} for o in rows if wanted(o)]
+        assert seen == expected, params
+    for value in HUGE:
+        assert client.get("/api/v1/overrides", params={"since": value}).json()["items"] == []
+        assert client.get("/api/v1/overrides", params={"verdict": value}).json()["items"] == []
+    refused = client.get("/api/v1/overrides", params={"operater": "x"})
+    assert refused.status_code == 422 and "operater" in refused.json()["error"]["message"]
+    assert client.get("/api/v1/overrides", params={"limit": 0}).status_code == 422

@@ -25,11 +25,29 @@ from pydantic import TypeAdapter
 
 from edge.access import QMS_READ, AccessControl
 from edge.api.errors import ApiError
-from edge.api.pull_schemas import LIMIT, MAX_PAGE, SINCE, BatchQuery, ExportFormat, VerdictQuery
+from edge.api.pull_schemas import (
+    FROM,
+    LIMIT,
+    MAX_PAGE,
+    SINCE,
+    TO,
+    BatchQuery,
+    ExportFormat,
+    OverridePage,
+    VerdictQuery,
+)
 from edge.api.schemas import ERROR_RESPONSES, BatchRecord, VerdictPage, VerdictRecord
 from edge.station import Station
 from edge.store import NotFoundError, Verdict, VerdictStore
-from edge.store.queries import VerdictFilter, batch_page, recent_batches, verdict_page, verdict_pages
+from edge.store.queries import (
+    VerdictFilter,
+    batch_page,
+    override_page,
+    recent_batches,
+    utc_text,
+    verdict_page,
+    verdict_pages,
+)
 
 _PAGE = TypeAdapter(list[Verdict])  # serialises the typed rows directly (VerdictRecord has the same fields)
 _ONE = TypeAdapter(Verdict)
@@ -155,6 +173,27 @@ def build_router(station: Station, access: AccessControl) -> APIRouter:
         body = b'{"items":%s,"next_cursor":%d,"has_more":%s}' % (
             _PAGE.dump_json(page.items), max(since, page.scanned_to), b"true" if page.has_more else b"false")
         return Response(body, media_type="application/json")
+
+    @router.get("/overrides", tags=["verdicts"], response_model=OverridePage,
+                summary="Operator overrides and confirmations after a cursor, in commit order",
+                description="A verdict never changes; an operator's override or confirmation is a record of its own. "
+                            "Pull this feed beside GET /verdicts (which shows each verdict's latest override as "
+                            "it stood when pulled) to learn of overrides made after a verdict was pulled.")
+    async def list_overrides(
+        since: Annotated[int, SINCE] = 0, limit: Annotated[int, LIMIT] = 100,
+        verdict: Annotated[int | None, Query(ge=0, description="Only the overrides of this verdict id.",
+                                             examples=[1042])] = None,
+        operator: Annotated[str | None, Query(max_length=128, description="Only those this identity made.",
+                                              examples=["user:ann"])] = None,
+        created_from: Annotated[datetime | None, FROM] = None, created_to: Annotated[datetime | None, TO] = None,
+    ) -> OverridePage:
+        start = None if created_from is None else utc_text(created_from)
+        end = None if created_to is None else utc_text(created_to)
+        _check_times(start, end)
+        page = await run_in_threadpool(lambda: override_page(store().reader(), since, limit, verdict, operator,
+                                                             start, end))
+        return OverridePage.model_validate({"items": page.items, "next_cursor": max(since, page.scanned_to),
+                                            "has_more": page.has_more}, from_attributes=True)
 
     @router.get("/verdicts/export", tags=["verdicts"], response_class=StreamingResponse,
                 responses=_EXPORT_RESPONSES, summary="Export verdicts (JSON, NDJSON or CSV), with filters",

@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Query
+from pydantic import BaseModel, Field
 
+from edge.api.schemas import OverrideRecord
 from edge.store.queries import BatchFilter, VerdictFilter, utc_text
 
 MAX_PAGE = 10_000
@@ -91,3 +93,9 @@ class BatchQuery:
             active_to=None if active_to is None else utc_text(active_to))
         self.conflict = open_only and state == "closed"
 
+
+
+class OverridePage(BaseModel):
+    items: list[OverrideRecord] = Field(description="Overrides and confirmations in id (= commit) order.")
+    next_cursor: int = Field(description="Pass as ?since= to get the following overrides.", examples=[57])
+    has_more: bool = Field(description="More overrides follow; false: pull again later.", examples=[False])

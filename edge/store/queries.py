@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from edge.store.records import Batch, Decision, Verdict, from_row
+from edge.store.records import Batch, Decision, Override, Verdict, from_row
 from edge.store.store import MAX_ID, VERDICT_VIEW
 
 R = TypeVar("R")
@@ -243,6 +243,28 @@ def verdict_pages(reader: Callable[[], sqlite3.Connection], flt: VerdictFilter, 
 
 def last_verdict_id(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM verdicts").fetchone()[0])
+
+
+def override_page(conn: sqlite3.Connection, since: int = 0, limit: int = 100, verdict_id: int | None = None,
+                  operator: str | None = None, created_from: str | None = None,
+                  created_to: str | None = None) -> PageOf[Override]:
+    """Operator overrides and confirmations with id > since, oldest first: a verdict pulled before it was
+    overridden gets its new decision through this feed."""
+    if since > MAX_ID or not _fits(verdict_id):
+        return PageOf([], False, since)
+    terms: list[str] = []
+    params: list[Any] = []
+    for term, value in (("verdict_id = ?", verdict_id), ("operator = ?", operator),
+                        ("created_at >= ?", created_from), ("created_at < ?", created_to)):
+        if value is not None:
+            terms.append(term)
+            params.append(value)
+    names, rows, upper = _page(conn, _OVERRIDES, terms, params, "id", "overrides", since, limit, None)
+    overrides = [Override(**dict(zip(names, row, strict=True))) for row in rows]
+    return _paged(overrides, limit, upper, lambda o: o.id)
+
+
+_OVERRIDES = "SELECT id, verdict_id, decision, label, operator, reason, created_at FROM overrides"
 
 
 def batch_page(conn: sqlite3.Connection, flt: BatchFilter, since: int = 0, limit: int = 100) -> PageOf[Batch]:
