@@ -218,7 +218,7 @@ def _rate_chart(pdf: FPDF, chart: RateChart) -> None:
 
 
 def _thumbnails(pdf: FPDF, parts: Sequence[NgPart]) -> None:
-    _heading(pdf, "NG parts: image and heat map")
+    _heading(pdf, "NG parts: image, and heat map over it")
     if not parts:
         pdf.cell(0, 5, "No NG parts, or none with a kept image.", new_x="LMARGIN", new_y="NEXT")
         return

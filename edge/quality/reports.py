@@ -149,8 +149,16 @@ def _ng_parts(conn: sqlite3.Connection, batch_id: int, archive: ImageArchive, li
         " WHERE q.batch_id = ? AND COALESCE(q.override_decision, q.model_decision) = 'NG' ORDER BY q.part_id LIMIT ?",
         (batch_id, limit))
     for row in rows:
-        yield NgPart(int(row[0]), row[1], int(row[3]), pareto_label(row[2]), row[4],
-                     _thumbnail(archive, row[5]), _thumbnail(archive, row[6]))
+        image, heatmap = _thumbnail(archive, row[5]), _thumbnail(archive, row[6])
+        yield NgPart(int(row[0]), row[1], int(row[3]), pareto_label(row[2]), row[4], image,
+                     _overlay(image, heatmap))
+
+
+def _overlay(image: Image.Image | None, heatmap: Image.Image | None) -> Image.Image | None:
+    """The heat map laid over the part (45 %), so the defect shows where it is on the part."""
+    if image is None or heatmap is None:
+        return heatmap
+    return Image.blend(image, heatmap.resize(image.size), 0.45)
 
 
 def _thumbnail(archive: ImageArchive, ref: str | None) -> Image.Image | None:
