@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from support import EDGE_INSPECT, PROJECT_ROOT, jpeg, write_station_config
+from support import EDGE_INSPECT, PROJECT_ROOT, cli_token, jpeg, write_station_config
 from test_upstream_broker import Mosquitto, StallingBroker, free_port, needs_mosquitto
 
 from edge.cli import main
@@ -338,14 +338,17 @@ def test_station_killed_with_an_undelivered_outbox_delivers_it_after_restart(tmp
     url = f"mqtt://qms:pw-secret@127.0.0.1:{broker_port}"
     log = tmp_path / "station.log"
     process = _run_station(config, api_port, url, log)
+    api = f"http://127.0.0.1:{api_port}/api/v1"
+    operator = cli_token(config, "shift-lead", "operator")
+    batch = httpx.post(f"{api}/batches", json={"lot": "LOT-4"}, headers=operator, timeout=10).json()["id"]
     ids = []
     for index in range(6):
-        answer = httpx.post(f"http://127.0.0.1:{api_port}/api/v1/verdicts/vision",
-                            params={"serial": f"SN-{index}", "batch": "LOT-4"},
+        answer = httpx.post(f"{api}/verdicts/vision", params={"serial": f"SN-{index}", "batch": "LOT-4"},
                             content=jpeg(spot=index % 2 == 1, seed=index),
                             headers={"content-type": "image/jpeg"}, timeout=10)
         assert answer.status_code == 200, answer.text
         ids.append(answer.json()["id"])
+    assert httpx.post(f"{api}/batches/{batch}/close", headers=operator, timeout=10).status_code == 200
     process.send_signal(signal.SIGKILL)
     process.wait(10)
     database = tmp_path / "data" / "verdicts.db"
@@ -363,8 +366,20 @@ def test_station_killed_with_an_undelivered_outbox_delivers_it_after_restart(tmp
         process = _run_station(config, api_port, url, log)
         rows = wait_for(lambda: len(collected(db)) == 6 and collected(db), what="the owed records")
         assert [r["id"] for r in rows] == ids
-        body = json.loads(sqlite3.connect(db).execute("SELECT payload FROM messages ORDER BY rowid").fetchone()[0])
+        def payloads() -> list[dict[str, Any]]:
+            with sqlite3.connect(db) as conn:
+                return [json.loads(r[0]) for r in conn.execute("SELECT payload FROM messages ORDER BY rowid")]
+
+        body = next(p for p in payloads() if p["kind"] == "verdict")
         assert set(body) >= VERDICT_FIELDS and body["lot"] == "LOT-4" and body["serial"] == "SN-0"
+        assert body["batch_id"] == batch
+        # the closed batch's message carries its figures, as GET /api/v1/batches/{id}/summary answers them
+        closed = wait_for(lambda: [p for p in payloads() if p["kind"] == "batch" and p["event"] == "closed"],
+                          what="the closed batch")[0]
+        summary = httpx.get(f"{api}/batches/{batch}/summary", timeout=10).json()
+        assert closed["summary"]["parts"] == summary["parts"] == 6
+        assert {k: closed["summary"][k] for k in ("ok", "ng", "invalid", "yield", "ppm", "pareto")} == \
+            {k: summary[k] for k in ("ok", "ng", "invalid", "yield", "ppm", "pareto")}
         wait_for(lambda: any(s["state"] == "online" for s in watcher.on(f"edge-inspect/{STATION}/state")),
                  what="online state")
         process.send_signal(signal.SIGKILL)

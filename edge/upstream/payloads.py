@@ -8,14 +8,17 @@ record in its transaction). A consumer that keeps the keys it has seen drops red
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from edge.quality.summary import batch_summary, summary_record
 from edge.store import RecordEvent
 from edge.store.store import VERDICT_VIEW
 
 SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,12 @@ def messages_for(conn: sqlite3.Connection, station_id: str, event: RecordEvent) 
         return [_verdict_message(station_id, row, "late", key) for row in _verdict_rows(conn, event.ids)]
     if event.kind == "batch":
         row = conn.execute("SELECT * FROM batches WHERE id = ?", (event.ids[0],)).fetchone()
-        return [_record_message("batches", "batch", event.action, station_id, key, dict(row))] if row else []
+        if row is None:
+            return []
+        message = _record_message("batches", "batch", event.action, station_id, key, dict(row))
+        if event.action == "closed":
+            message.payload["summary"] = _batch_summary(conn, event.ids[0])
+        return [message]
     if event.kind == "alarm":
         row = conn.execute("SELECT * FROM alarms WHERE id = ?", (event.ids[0],)).fetchone()
         return [_record_message("alarms", "alarm", event.action, station_id, key, dict(row))] if row else []
@@ -58,6 +66,17 @@ def messages_for(conn: sqlite3.Connection, station_id: str, event: RecordEvent) 
             " LEFT JOIN batches b ON b.id = p.batch_id WHERE o.id = ?", (event.ids[0],)).fetchone()
         return [_record_message("overrides", "override", event.action, station_id, key, dict(row))] if row else []
     return []
+
+
+def _batch_summary(conn: sqlite3.Connection, batch_id: int) -> dict[str, Any] | None:
+    """The closed batch's figures, as GET /api/v1/batches/{id}/summary answers them (edge.quality keeps them
+    current in this same transaction: its listener is registered first). A failure here must not undo the
+    batch's closing (a listener that raises rolls the change back): the message then goes without them."""
+    try:
+        return summary_record(batch_summary(conn, batch_id))
+    except Exception:
+        log.exception("batch %d: summary not included in the upstream message", batch_id)
+        return None
 
 
 def _verdict_rows(conn: sqlite3.Connection, ids: tuple[int, ...]) -> list[dict[str, Any]]:
