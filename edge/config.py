@@ -262,10 +262,11 @@ class SpcSettings(_Section):
     baseline_points: int = Field(100, ge=10, le=100_000, title="Baseline verdicts",
                                  description="The control limits of a score chart come from its first this many "
                                              "scored verdicts (individuals and moving-range chart).")
-    baseline_scope: Literal["batch", "model"] = Field(
+    baseline_scope: Literal["batch", "recipe", "model"] = Field(
         "batch", title="Baseline scope",
-        description="batch: each batch's first verdicts of a model version set its limits. model: the first "
-                    "verdicts a model version ever judged on this station set them, for every later batch.")
+        description="batch: each batch's first verdicts of a model version set its limits. recipe: the first "
+                    "verdicts of that model version under the same line recipe set them, for every later batch. "
+                    "model: the first verdicts a model version ever judged on this station set them.")
     subgroup_parts: int = Field(50, ge=5, le=100_000, title="Parts per p-chart subgroup",
                                 description="The NG-rate chart takes consecutive parts of a batch in groups of "
                                             "this many (applies to parts judged after a change).")

@@ -173,3 +173,27 @@ def test_model_drift_against_the_calibration(tmp_path: Path) -> None:
         assert model_drift(store.reader(), None, 24, 0.25)[0].status == "unknown"
     finally:
         store.close()
+
+
+
+@pytest.mark.parametrize("scope", ["batch", "recipe", "model"])
+def test_baseline_scope(tmp_path: Path, scope: str) -> None:
+    from edge.config import FiguresSettings
+    from edge.quality import BatchFigures
+    from edge.store import VerdictStore
+    store = VerdictStore(tmp_path / "v.db", sync="normal")
+    store.add_listener(BatchFigures(FiguresSettings()))
+    store.start()
+    try:
+        for batch_no, (recipe, level) in enumerate([("r2", 2.0), ("r1", 1.0), ("r1", 3.0)]):
+            batch = store.open_batch(f"L{batch_no}", "st", "op").result().id
+            for n in range(12):
+                store.record(PartContext("st", "t", serial=f"{batch_no}-{n}"),
+                             [NewVerdict("vision", "OK", "good", level + 0.01 * (n % 3), 9.0, "tile", 1, 1.0,
+                                         recipe=recipe)]).result()
+            store.close_batch(batch, "op").result()
+        charts = batch_charts(store.reader(), 3, SpcSettings(baseline_points=10, baseline_scope=scope))  # type: ignore[arg-type]
+        center = charts.scores[0].limits.center  # type: ignore[union-attr]
+        assert center == pytest.approx({"batch": 3.0, "recipe": 1.0, "model": 2.0}[scope], abs=0.02)
+    finally:
+        store.close()

@@ -78,7 +78,7 @@ class BatchCharts:
 
 def batch_charts(conn: sqlite3.Connection, batch_id: int, settings: SpcSettings, limit: int = 200) -> BatchCharts:
     """The batch's charts with their last ``limit`` points each (batch 0: parts judged with no batch)."""
-    series = conn.execute("SELECT id, modality, model_name, model_version, points FROM quality_series"
+    series = conn.execute("SELECT id, modality, model_name, model_version, recipe, points FROM quality_series"
                           " WHERE batch_id = ? ORDER BY id", (batch_id,)).fetchall()
     charts = tuple(_score_chart(conn, batch_id, row, settings, limit) for row in series)
     return BatchCharts(batch_id, charts, _rate_chart(conn, batch_id, settings, limit))
@@ -110,10 +110,14 @@ def _score_chart(conn: sqlite3.Connection, batch_id: int, series: sqlite3.Row, s
 def _baseline(conn: sqlite3.Connection, series: sqlite3.Row, settings: SpcSettings) -> tuple[list[float], int | None]:
     """The first scores that set a chart's limits, and the series they came from."""
     source = int(series["id"])
+    same = "modality = ? AND model_name = ? AND model_version = ?"
+    key = (series["modality"], series["model_name"], series["model_version"])
     if settings.baseline_scope == "model":
-        first = conn.execute("SELECT id FROM quality_series WHERE modality = ? AND model_name = ? AND model_version = ?"
-                             " ORDER BY id LIMIT 1", (series["modality"], series["model_name"],
-                                                      series["model_version"])).fetchone()
+        first = conn.execute(f"SELECT id FROM quality_series WHERE {same} ORDER BY id LIMIT 1", key).fetchone()
+        source = int(first[0])
+    elif settings.baseline_scope == "recipe":
+        first = conn.execute(f"SELECT id FROM quality_series WHERE {same} AND recipe IS ? ORDER BY id LIMIT 1",
+                             (*key, series["recipe"])).fetchone()
         source = int(first[0])
     rows = conn.execute("SELECT score FROM quality_scores WHERE series_id = ? ORDER BY seq LIMIT ?",
                         (source, settings.baseline_points)).fetchall()
