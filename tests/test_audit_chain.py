@@ -18,7 +18,7 @@ import pytest
 from support import EDGE_INSPECT, PROJECT_ROOT, LiveService, cli_token, free_port, jpeg, write_station_config
 
 from edge.config import load_config
-from edge.store import NewVerdict, PartContext, VerdictStore
+from edge.store import NewVerdict, PartContext, VerdictStore, verify
 from edge.store.chain import AUDIT_FIELDS, record_hash
 from edge.store.schema import connect
 from edge.store.verify import verify_chains
@@ -227,3 +227,19 @@ def test_db_export_carries_lot_actor_hash_and_overrides(honest_record: Path) -> 
     assert len(rows[0]["hash"]) == 64
     assert [r["override_operator"] for r in rows[:6:5]] == ["user:ann", "user:ann"]
     assert rows[5]["override_decision"] == "OK" and rows[1]["override_decision"] == ""
+
+
+@pytest.mark.parametrize("tamper", ["", "UPDATE verdicts SET label = 'good' WHERE id = 17",
+                                    "DELETE FROM audit_log WHERE id = (SELECT MAX(id) FROM audit_log)"])
+def test_the_parallel_check_agrees_with_the_walk_in_one_piece(honest_record: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, tamper: str) -> None:
+    """Long chains are checked as id ranges in two processes; any doubt falls back to the single walk."""
+    config = tampered(honest_record, tmp_path, *([tamper] if tamper else []))
+    path = load_config(config).database_path
+    monkeypatch.setattr(verify, "PARALLEL_FROM", 5)
+    parallel = verify.verify_database(path, workers=2)
+    single = verify_chains(connect(path, readonly=True))
+    assert parallel == single
+    assert all(r.intact for r in parallel) == (tamper == "")
+    quick = verify._parallel_check(path, connect(path, readonly=True), "verdicts", 2)
+    assert (quick is not None) == ("verdicts" not in tamper), "intact ranges are answered without the single walk"

@@ -12,7 +12,7 @@ from edge.cli.common import CommandError, add_config_option, config_from
 from edge.store.chain import head
 from edge.store.records import AuditEntry, from_row
 from edge.store.schema import connect
-from edge.store.verify import verify_chains
+from edge.store.verify import verify_database
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -52,8 +52,9 @@ def _open(args: argparse.Namespace) -> sqlite3.Connection:
 
 def run_verify(args: argparse.Namespace) -> int:
     conn = _open(args)
+    conn.close()
     try:
-        reports = verify_chains(conn)
+        reports = verify_database(config_from(args).database_path)
     except sqlite3.Error as exc:
         raise CommandError(f"the database cannot be read to the end: {exc}") from exc
     intact = all(r.intact for r in reports)

@@ -34,16 +34,17 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=True)  # built once: it is hot
+
+
 def canonical(values: Sequence[Any]) -> bytes:
     """One byte string per record: a compact JSON array (floats as Python writes them, repeatably)."""
-    return json.dumps(list(values), separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode()
+    return _CANONICAL.encode(list(values)).encode()
 
 
 def record_hash(prev_hash: str, values: Sequence[Any]) -> str:
-    digest = hashlib.sha256(prev_hash.encode("ascii"))
-    digest.update(b"\n")
-    digest.update(canonical(values))
-    return digest.hexdigest()
+    """SHA-256 of the previous record's hash, a newline and the record's canonical content."""
+    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + canonical(values)).hexdigest()
 
 
 def to_json(value: Any) -> str | None:
