@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Callable
@@ -188,13 +189,18 @@ def from_row(record_type: type[R], row: sqlite3.Row) -> R:
     """A typed record from a row holding (at least) its fields; JSON columns decoded, flags as bool."""
     keys = set(row.keys())
     values: dict[str, Any] = {}
-    for item in fields(record_type):  # type: ignore[arg-type]
-        if item.name not in keys:
+    for name in _field_names(record_type):
+        if name not in keys:
             continue
-        value = row[item.name]
-        if item.name in _JSON_COLUMNS and isinstance(value, str):
+        value = row[name]
+        if name in _JSON_COLUMNS and isinstance(value, str):
             value = json.loads(value)
-        elif item.name == "late":
+        elif name == "late":
             value = bool(value)
-        values[item.name] = value
+        values[name] = value
     return record_type(**values)
+
+
+@functools.cache
+def _field_names(record_type: type) -> tuple[str, ...]:
+    return tuple(item.name for item in fields(record_type))
