@@ -399,3 +399,64 @@ def test_station_killed_with_an_undelivered_outbox_delivers_it_after_restart(tmp
         watcher.close()
         collector.stop()
         broker.stop()
+
+
+@needs_mosquitto
+def test_collector_killed_mid_stream_stores_every_message_exactly_once(tmp_path: Path, broker: Mosquitto) -> None:
+    """`edge-inspect collect` acknowledges a message only once committed: SIGKILLed while records stream in and
+    started again, it holds every verdict once (what the broker sent again is dropped by its key)."""
+    db = tmp_path / "fleet.db"
+    log = tmp_path / "collector.log"
+    command = [*EDGE_INSPECT, "collect", "--mqtt-url", broker.url, "--db", str(db), "--stats-interval", "0"]
+
+    def start_collector() -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+        wait_for(lambda: log.read_text().count("subscribed to") > started, what="the collector's subscription")
+        return process
+
+    started = 0
+    collector = start_collector()
+    station = Appliance(tmp_path, fast(mqtt_url=broker.url))
+    try:
+        ids: list[int] = []
+
+        def stream() -> None:
+            for _ in range(30):
+                ids.extend(station.record(10))
+                time.sleep(0.02)
+
+        streaming = threading.Thread(target=stream)
+        streaming.start()
+        wait_for(lambda: len(collected(db)) > 0, what="the first records")
+        collector.send_signal(signal.SIGKILL)
+        collector.wait(10)
+        streaming.join()
+        started = 1
+        collector = start_collector()
+        ids += station.record(100)
+        wait_for(lambda: len(collected(db)) == len(ids), what="every record")
+        assert [r["id"] for r in collected(db)] == ids
+        collector.send_signal(signal.SIGTERM)
+        collector.wait(10)
+        assert json.loads(log.read_text().strip().splitlines()[-1])["stored"] >= 1
+        assert main(["collect", "--check", "--db", str(db)]) == 0
+    finally:
+        if collector.poll() is None:
+            collector.kill()
+        station.close()
+
+
+def test_upstream_settings_are_checked_with_messages_that_name_the_key(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.config import ConfigError, load_config
+
+    for upstream, expected in (({"mqtt_url": "http://broker:1883"}, "upstream.mqtt_url"),
+                               ({"topic": "x"}, "upstream.topic: unknown key (allowed here: mqtt_url"),
+                               ({"retry_min_s": 10, "retry_max_s": 1}, "retry_max_s must not be below")):
+        with pytest.raises(ConfigError, match=expected.replace("(", r"\(")):
+            load_config(write_station_config(tmp_path, upstream=upstream))
+    config = write_station_config(tmp_path, station={"id": STATION})
+    assert main(["run", "--config", str(config), "--no-sources", "--mqtt-url", "mqtt://u:pw-1@127.0.0.1:99999"]) == 2
+    error = capsys.readouterr().err
+    assert "upstream.mqtt_url" in error and "port" in error and "pw-1" not in error
