@@ -189,7 +189,7 @@ def from_row(record_type: type[R], row: sqlite3.Row) -> R:
     """A typed record from a row holding (at least) its fields; JSON columns decoded, flags as bool."""
     keys = set(row.keys())
     values: dict[str, Any] = {}
-    for name in _field_names(record_type):
+    for name in _field_names(record_type):  # type: ignore[arg-type]  # classes are hashable
         if name not in keys:
             continue
         value = row[name]
