@@ -102,7 +102,7 @@ def record(station: Station, serial: str, score: float, threshold: float = 2.0) 
                                      "bright-spot", 1, 1.0)]).result()
 
 
-def wait_for_alarm(station: Station, timeout_s: float = 10.0, containing: str = "") -> list[str]:
+def wait_for_alarm(station: Station, timeout_s: float = 30.0, containing: str = "") -> list[str]:
     assert station.store is not None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
