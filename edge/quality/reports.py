@@ -20,7 +20,7 @@ from PIL import Image
 
 from edge.archive import ImageArchive
 from edge.config import FiguresSettings
-from edge.quality.charts import BatchCharts, batch_charts
+from edge.quality.charts import batch_charts
 from edge.quality.pdf import render_pdf
 from edge.quality.summary import Figures, Summary, batch_summary, figures_record
 from edge.quality.tracker import pareto_label
@@ -174,4 +174,4 @@ def _thumbnail(archive: ImageArchive, ref: str | None) -> Image.Image | None:
         return None
 
 
-__all__ = ["BatchCharts", "NgPart", "report_file", "report_path", "summary_csv", "write_report"]
+__all__ = ["NgPart", "report_file", "report_path", "summary_csv", "write_report"]

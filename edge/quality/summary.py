@@ -15,8 +15,6 @@ from edge.quality.tracker import TOTAL_COLUMNS
 from edge.store import Batch, NotFoundError
 from edge.store.records import from_row
 
-NO_BATCH = 0  # the counters' batch id for parts judged while no batch was open
-
 
 @dataclass(frozen=True)
 class LabelCount:
