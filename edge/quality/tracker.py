@@ -115,10 +115,12 @@ _UPSERT_COUNT = ("INSERT INTO quality_counts (batch_id, period, metric, value) V
                  " ON CONFLICT(batch_id, period, metric) DO UPDATE SET value = value + excluded.value")
 
 
-def write_metrics(conn: sqlite3.Connection, batch_id: int, periods: Iterable[str], metrics: dict[str, int],
-                  at: str | None = None) -> None:
-    """Add signed ``metrics`` to the batch's counters of each period (one statement for the fixed figures);
-    ``at`` widens the periods' time span."""
+Rows = tuple[list[tuple[object, ...]], list[tuple[object, ...]]]  # quality_totals rows, quality_counts rows
+
+
+def metric_rows(batch_id: int, periods: Iterable[str], metrics: dict[str, int], at: str | None = None) -> Rows:
+    """The counter rows that add signed ``metrics`` to the batch's figures of each period; ``at`` widens the
+    periods' time span."""
     scopes: dict[str, list[int]] = {}
     others: list[tuple[str, int]] = []
     for name, amount in metrics.items():
@@ -139,12 +141,20 @@ def write_metrics(conn: sqlite3.Connection, batch_id: int, periods: Iterable[str
     if at is not None:
         scopes.setdefault("", [0] * len(TOTAL_COLUMNS))
     periods = tuple(periods)
-    conn.executemany(_UPSERT_TOTALS, [(batch_id, period, scope, *values, at if scope == "" else None,
-                                       at if scope == "" else None)
-                                      for period in periods for scope, values in scopes.items()])
-    if others:
-        conn.executemany(_UPSERT_COUNT, [(batch_id, period, name, amount) for period in periods
-                                         for name, amount in others])
+    totals: list[tuple[object, ...]] = [
+        (batch_id, period, scope, *values, at if scope == "" else None, at if scope == "" else None)
+        for period in periods for scope, values in scopes.items()]
+    return totals, [(batch_id, period, name, amount) for period in periods for name, amount in others]
+
+
+def write_metrics(conn: sqlite3.Connection, *rows: Rows) -> None:
+    """Write counter rows: one statement for all fixed figures, one for labels and alarm kinds."""
+    totals = [row for part in rows for row in part[0]]
+    counts = [row for part in rows for row in part[1]]
+    if totals:
+        conn.executemany(_UPSERT_TOTALS, totals)
+    if counts:
+        conn.executemany(_UPSERT_COUNT, counts)
 
 
 _PART_COLUMNS = ("part_id", "batch_id", "ordinal", "hour", "shift", "first_decision", "current_verdict",
@@ -267,8 +277,8 @@ class BatchFigures:
             return
         batches = [int(r[0]) for r in conn.execute("SELECT id FROM batches WHERE closed_at IS NULL")] or [0]
         periods = (WHOLE, hour_key(row["raised_at"]), self.shifts.key(row["raised_at"]))
-        for batch in batches:
-            write_metrics(conn, batch, periods, {"alarms": 1, f"alarm:{row['kind']}": 1})
+        write_metrics(conn, *(metric_rows(batch, periods, {"alarms": 1, f"alarm:{row['kind']}": 1})
+                              for batch in batches))
 
     def _defect_label(self, row: sqlite3.Row) -> str | None:
         """An NG verdict's label, or None (counted as ``anomaly``) when a good-only model gave it."""
@@ -321,9 +331,9 @@ class BatchFigures:
         figures, group = delta
         for name, amount in events.items():
             figures[name] = figures.get(name, 0) + amount
-        write_metrics(conn, part.batch_id, (WHOLE, part.hour, part.shift), figures, at)
-        if group:
-            write_metrics(conn, part.batch_id, (group_key(part.ordinal, self.settings.spc.subgroup_parts),), group)
+        subgroup = (group_key(part.ordinal, self.settings.spc.subgroup_parts),)
+        write_metrics(conn, metric_rows(part.batch_id, (WHOLE, part.hour, part.shift), figures, at),
+                      metric_rows(part.batch_id, subgroup, group))
 
     def _score(self, conn: sqlite3.Connection, batch_id: int, row: sqlite3.Row) -> None:
         key = (batch_id, row["modality"], row["model_name"] or "", int(row["model_version"] or 0))
