@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from fastapi.testclient import TestClient
 from support import EDGE_INSPECT, PROJECT_ROOT, cli_token, jpeg, write_station_config
 from test_upstream_broker import Mosquitto, StallingBroker, free_port, needs_mosquitto
 
@@ -382,6 +383,10 @@ def test_station_killed_with_an_undelivered_outbox_delivers_it_after_restart(tmp
             {k: summary[k] for k in ("ok", "ng", "invalid", "yield", "ppm", "pareto")}
         wait_for(lambda: any(s["state"] == "online" for s in watcher.on(f"edge-inspect/{STATION}/state")),
                  what="online state")
+        status = wait_for(lambda: (lambda s: s if s["sinks"]["mqtt"]["outbox_depth"] == 0 else None)(
+            httpx.get(f"{api}/upstream", timeout=10).json()), what="GET /api/v1/upstream with nothing owed")
+        assert status["enabled"] and status["prefix"] == f"edge-inspect/{STATION}"
+        assert status["sinks"]["mqtt"]["connected"] and status["sinks"]["mqtt"]["published"] >= 8
         process.send_signal(signal.SIGKILL)
         process.wait(10)
         wait_for(lambda: watcher.on(f"edge-inspect/{STATION}/state")[-1]["state"] == "offline",
@@ -460,3 +465,9 @@ def test_upstream_settings_are_checked_with_messages_that_name_the_key(tmp_path:
     assert main(["run", "--config", str(config), "--no-sources", "--mqtt-url", "mqtt://u:pw-1@127.0.0.1:99999"]) == 2
     error = capsys.readouterr().err
     assert "upstream.mqtt_url" in error and "port" in error and "pw-1" not in error
+
+
+def test_upstream_route_says_when_nothing_is_pushed(client: TestClient) -> None:
+    answer = client.get("/api/v1/upstream")
+    assert answer.status_code == 200
+    assert answer.json() == {"enabled": False, "prefix": None, "sinks": {}}

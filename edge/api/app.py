@@ -16,6 +16,7 @@ from edge.access import install as install_access
 from edge.api import audit, line, operations, pull, verdicts
 from edge.api.batch_figures import build_router as build_figures_router
 from edge.api.errors import install_error_handlers
+from edge.api.upstream import build_router as build_upstream_router
 from edge.metrics import StationMetrics
 from edge.station import Station
 
@@ -76,6 +77,7 @@ def create_app(station: Station, stop_station_on_shutdown: bool = False) -> Fast
     app.include_router(line.build_router(station, access))
     app.include_router(audit.build_router(station, access))
     app.include_router(build_figures_router(station, access))
+    app.include_router(build_upstream_router(station, access))
 
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(access.requires(QMS_READ))])
     async def metrics() -> Response:
