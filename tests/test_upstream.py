@@ -122,17 +122,25 @@ def collected(db: Path) -> list[sqlite3.Row]:
 @needs_mosquitto
 def test_records_arrive_with_their_payload_contract_and_the_outbox_empties(tmp_path: Path, broker: Mosquitto) -> None:
     subscriber = Subscriber(broker.url, f"edge-inspect/{STATION}/#")
+    collector = Collector(BrokerUrl.parse(broker.url), SqliteCollectorDatabase(tmp_path / "fleet.db"))
+    collector.start()
+    wait_for(lambda: collector.connected, what="the collector")
     station = Appliance(tmp_path, fast(mqtt_url=broker.url))
     try:
         batch = station.store.open_batch("LOT-9", STATION, "user:ann", product="tile").result(5)
         ids = station.record(5, lot="LOT-9")
         station.store.override(ids[0], "NG", "user:ann", reason="chip at the edge", label="chip").result(5)
+        station.store.mark_late(ids[1], "FAILSAFE").result(5)
         alarm = station.store.raise_alarm("camera_lost", "no frame", "critical", "cam1").result(5)
+        station.store.acknowledge_alarm(alarm, "user:ann").result(5)
         station.store.close_batch(batch.id, "user:ann").result(5)
         prefix = f"edge-inspect/{STATION}"
         wait_for(lambda: len(subscriber.on(f"{prefix}/batches")) == 2, what="batch open and close")
-        verdicts = subscriber.on(f"{prefix}/verdicts")
+        verdicts = [v for v in subscriber.on(f"{prefix}/verdicts") if v["event"] == "stored"]
         assert [v["id"] for v in verdicts] == ids
+        [late] = [v for v in subscriber.on(f"{prefix}/verdicts") if v["event"] == "late"]
+        assert (late["id"], late["actuated"], late["late"]) == (ids[1], "FAILSAFE", True)
+        assert late["idempotency_key"].startswith(f"{STATION}:audit:")
         for body in verdicts:
             assert set(body) >= VERDICT_FIELDS
             assert body["kind"] == "verdict" and body["event"] == "stored" and body["station"] == STATION
@@ -144,18 +152,29 @@ def test_records_arrive_with_their_payload_contract_and_the_outbox_empties(tmp_p
         [override] = subscriber.on(f"{prefix}/overrides")
         assert (override["verdict_id"], override["decision"], override["event"]) == (ids[0], "NG", "overridden")
         assert override["idempotency_key"].startswith(f"{STATION}:audit:")
-        [raised] = subscriber.on(f"{prefix}/alarms")
+        raised, acknowledged = subscriber.on(f"{prefix}/alarms")
         assert (raised["id"], raised["kind"], raised["event"]) == (alarm, "camera_lost", "raised")
+        assert (acknowledged["id"], acknowledged["event"], acknowledged["acknowledged_by"]) == \
+            (alarm, "acknowledged", "user:ann")
         assert [b["event"] for b in subscriber.on(f"{prefix}/batches")] == ["opened", "closed"]
+        assert "summary" in subscriber.on(f"{prefix}/batches")[1]
         keys = [body["idempotency_key"] for _, body, _ in subscriber.messages if "idempotency_key" in body]
-        assert len(keys) == len(set(keys)) == 9
+        assert len(keys) == len(set(keys)) == 11
+        # the collector's verdict rows carry the late answer and the override that came after them
+        rows = wait_for(lambda: (lambda r: r if len(r) == 5 and r[1]["late"] and r[0]["override_decision"] else None)(
+            collected(tmp_path / "fleet.db")), what="late answer and override at the collector")
+        assert (rows[0]["override_decision"], rows[0]["override_label"]) == ("NG", "chip")
+        assert (rows[1]["actuated"], rows[1]["late"]) == ("FAILSAFE", 1)
+        with sqlite3.connect(tmp_path / "fleet.db") as conn:
+            assert conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 11
         state = wait_for(lambda: [s for s in subscriber.on(f"{prefix}/state")
-                                  if s.get("counters", {}).get("published", 0) >= 9], what="state with counters")
+                                  if s.get("counters", {}).get("published", 0) >= 11], what="state with counters")
         assert state[-1]["state"] == "online" and state[-1]["counters"]["outbox_depth"] == 0
         wait_for(lambda: station.outbox_rows() == 0, what="the outbox to be pruned")
-        assert station.metrics.upstream_published.labels("mqtt")._value.get() == 9
+        assert station.metrics.upstream_published.labels("mqtt")._value.get() == 11
     finally:
         station.close()
+        collector.stop()
     # an orderly stop leaves a retained offline state; a consumer arriving later reads it at once
     late = Subscriber(broker.url, f"edge-inspect/{STATION}/state")
     try:
