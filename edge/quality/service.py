@@ -26,6 +26,7 @@ ALARM_KIND = "spc_drift"
 ALARM_WINDOW = 30  # latest points per chart a drift check looks at
 REPORT_WAIT_S = 30.0  # how long a closed batch may take to show as committed before it is given up
 REPORT_RETRY_S = 0.2
+STORE_START_WAIT_S = 120.0  # attach_quality runs just before store.start()
 
 
 class QualityService:
@@ -81,13 +82,14 @@ class QualityService:
 
     def _run(self) -> None:
         started = False
+        give_up = time.monotonic() + STORE_START_WAIT_S  # a station whose start failed never starts its store
         while True:
             soon = self._pending or self._changed_before is not None
             self._wake.wait(REPORT_RETRY_S if soon else self.settings.spc.check_interval_s)
             self._wake.clear()
             if not self.store.writer.alive:
-                if started:
-                    return  # the store stopped: so does the worker
+                if started or time.monotonic() > give_up:
+                    return  # the store stopped (or never started): so does the worker
                 continue
             if not started:
                 started = True
