@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -12,10 +12,9 @@ import numpy.typing as npt
 from acoustic.checks import InputLimits, check_input
 from acoustic.features import FeatureConfig, LogMelExtractor, warm_up
 from acoustic.sources import Clip
+from models.decision import Decision
 from models.manifest import AudioInput, ManifestError
 from models.runtime import LoadedModel
-
-Decision = Literal["OK", "NG", "INVALID"]
 
 
 @dataclass
