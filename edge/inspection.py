@@ -1,5 +1,6 @@
 """The inspection path shared by the API, camera/replay sources and the offline CLI:
-decode -> judge -> locate -> archive -> store. Bad input raises before anything is stored."""
+decode -> judge (one call: decision, score, map, defect box) -> archive -> store. Bad input raises
+before anything is stored."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from edge.config import QualitySettings
 from edge.metrics import StationMetrics
 from edge.model_manager import ModelManager
 from edge.store import NewVerdict, PartContext, StoredVerdict, VerdictStore
-from vision.heatmap import heatmap_image, locate_defect
 from vision.images import ImageError, decode_image
 from vision.inspector import VisionInspector, VisionResult
 from vision.quality import QualityLimits
@@ -75,14 +75,14 @@ def quality_limits(settings: QualitySettings | None) -> QualityLimits | None:
 
 def evaluate(inspector: VisionInspector, pixels: npt.NDArray[np.uint8],
              options: JudgeOptions = JudgeOptions()) -> tuple[VisionResult, dict[str, Any]]:
-    """Judge pixels and locate the defect; stores nothing (the offline CLI stops here)."""
+    """Judge pixels in one call to the model (decision, score, map and defect box together) and gather
+    what a verdict keeps of it; stores nothing (the offline CLI stops here)."""
     result = inspector.judge(pixels, options.threshold, options.quality)
     details: dict[str, Any] = {"width": int(pixels.shape[1]), "height": int(pixels.shape[0])}
     if result.quality is not None:
         details["quality"] = result.quality
-    region = None if result.anomaly_map is None else locate_defect(result.anomaly_map, result.threshold)
-    if region is not None and result.decision == "NG":
-        details["defect_region"] = region
+    if result.defect_region is not None:
+        details["defect_region"] = result.defect_region
     return result, details
 
 
@@ -156,10 +156,11 @@ class InspectionService:
         if image_path is not None:
             files.append((image_path, original[0] if original is not None else pixels))
         heatmap_path = None
-        if result.anomaly_map is not None and result.decision == "NG":
+        heatmap = result.heatmap() if result.decision == "NG" else None  # at the part's own size and aspect
+        if heatmap is not None:
             heatmap_path = self.archive.reserve("png")
             if heatmap_path is not None:
-                files.append((heatmap_path, heatmap_image(result.anomaly_map, result.threshold)))
+                files.append((heatmap_path, heatmap))
         return image_path, heatmap_path, self.archive.write_later(files) if files else None
 
     def _vision_verdict(self, result: VisionResult, details: dict[str, Any], options: JudgeOptions, started: float,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,10 @@ def test_multipart_upload_is_judged_stored_and_read_back(client: TestClient, sta
     assert record["decision"] == "NG" and record["model_name"] == "bright-spot" and record["model_version"] == 1
     image = client.get(f"/api/v1/verdicts/{body['id']}/image")
     assert image.status_code == 200 and image.content == jpeg(spot=True)
-    assert client.get(f"/api/v1/verdicts/{body['id']}/heatmap").headers["content-type"] == "image/png"
+    heatmap = client.get(f"/api/v1/verdicts/{body['id']}/heatmap")
+    assert heatmap.headers["content-type"] == "image/png"
+    part = Image.open(io.BytesIO(jpeg(spot=True)))
+    assert Image.open(io.BytesIO(heatmap.content)).size == part.size, "the heat map lies over the part as it is"
 
 
 def test_raw_body_in_every_accepted_format(client: TestClient) -> None:
