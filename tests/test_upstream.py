@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
 from support import EDGE_INSPECT, PROJECT_ROOT, cli_token, jpeg, write_station_config
-from test_upstream_broker import Mosquitto, StallingBroker, free_port, needs_mosquitto
+from test_upstream_broker import PG_BIN, Mosquitto, Postgres, StallingBroker, free_port, needs_mosquitto
 
 from edge.cli import main
 from edge.config import UpstreamSettings, WebhookSettings
@@ -27,7 +28,7 @@ from edge.metrics import StationMetrics
 from edge.store import NewVerdict, PartContext, VerdictStore
 from edge.upstream import Upstream
 from edge.upstream.collector import Collector
-from edge.upstream.collector_db import SqliteCollectorDatabase
+from edge.upstream.collector_db import Incoming, SqliteCollectorDatabase, open_collector_database
 from edge.upstream.topics import BrokerUrl
 
 STATION = "st-1"
@@ -97,8 +98,11 @@ class Subscriber:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, json.loads(m.payload), m.retain))
         self.client.on_connect = lambda c, u, f, r, p: c.subscribe(topic, qos=1)
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda c, u, mid, reasons, p: subscribed.set()
         self.client.connect(parsed.host, parsed.port)
         self.client.loop_start()
+        assert subscribed.wait(10), "no SUBACK from the broker"
 
     def on(self, topic: str) -> list[dict[str, Any]]:
         return [body for t, body, _ in list(self.messages) if t == topic]
@@ -232,7 +236,10 @@ def test_broker_killed_mid_stream_every_record_arrives_once(tmp_path: Path) -> N
     collector = Collector(BrokerUrl.parse(broker.url), SqliteCollectorDatabase(db))
     collector.start()
     wait_for(lambda: collector.connected, what="the collector")
-    time.sleep(1.2)  # the collector's subscription is in the broker's persistence file
+    # the collector's subscription must be in the broker's persistence file before the crash
+    log = broker.folder / "mosquitto.log"
+    saves = log.read_text().count("Saving in-memory database")
+    wait_for(lambda: log.read_text().count("Saving in-memory database") > saves, what="the broker's autosave")
     station = Appliance(tmp_path, fast(mqtt_url=broker.url))
     ids: list[int] = []
     try:
@@ -490,3 +497,34 @@ def test_upstream_route_says_when_nothing_is_pushed(client: TestClient) -> None:
     answer = client.get("/api/v1/upstream")
     assert answer.status_code == 200
     assert answer.json() == {"enabled": False, "prefix": None, "sinks": {}}
+
+
+@needs_mosquitto
+@pytest.mark.skipif(PG_BIN is None or importlib.util.find_spec("psycopg") is None,
+                    reason="needs PostgreSQL's server binaries and psycopg (pip install 'psycopg[binary]')")
+def test_collector_writes_exactly_once_into_postgresql(tmp_path: Path, broker: Mosquitto) -> None:
+    import psycopg
+
+    server = Postgres().start()
+    collector = Collector(BrokerUrl.parse(broker.url), open_collector_database(None, server.url))
+    collector.start()
+    station = Appliance(tmp_path, fast(mqtt_url=broker.url))
+    try:
+        wait_for(lambda: collector.connected, what="the collector")
+        ids = station.record(60)
+        station.store.override(ids[0], "NG", "user:ann", label="chip").result(5)
+        station.store.mark_late(ids[1], "FAILSAFE").result(5)
+        with psycopg.connect(server.url) as conn:
+            wait_for(lambda: conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 62, what="62 messages")
+            rows = conn.execute("SELECT id, override_decision, late, actuated FROM verdicts ORDER BY id").fetchall()
+            assert [r[0] for r in rows] == ids
+            assert rows[0][1] == "NG" and rows[1][2:] == (True, "FAILSAFE")
+            payloads = conn.execute("SELECT topic, payload FROM messages").fetchall()
+        again = open_collector_database(None, server.url)
+        assert again.store([Incoming(topic, text.encode()) for topic, text in payloads]) == 0
+        assert again.duplicates == 62 and again.completeness()[STATION]["gaps_before"] == []
+        again.close()
+    finally:
+        station.close()
+        collector.stop()
+        server.stop()

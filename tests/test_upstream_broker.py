@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -128,3 +130,36 @@ def test_broker_url_parsing_and_redaction() -> None:
 def test_topic_prefix_default_and_site_line() -> None:
     assert station_prefix("st-1") == "edge-inspect/st-1"
     assert station_prefix("st-1", site="plant-a", line="l3") == "edge-inspect/plant-a/l3/st-1"
+
+
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None) if Path("/usr/lib/postgresql").exists() \
+    else None
+
+
+class Postgres:
+    """A throw-away PostgreSQL cluster on a free loopback port (as the ``postgres`` user when run as root)."""
+
+    def __init__(self) -> None:
+        assert PG_BIN is not None
+        # a folder of its own: the postgres user cannot enter pytest's (root's, mode 700)
+        self.folder = Path(tempfile.mkdtemp(prefix="edge-inspect-pg-"))
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
+            shutil.chown(self.folder, "postgres")
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self._as, *args], check=True, capture_output=True, timeout=60)
+
+    def start(self) -> Postgres:
+        self._run(str(PG_BIN / "initdb"), "-D", str(self.folder / "data"), "-A", "trust", "-U", "postgres")
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.folder / "data"), "-w", "-l", str(self.folder / "log"),
+                  "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1", "start")
+        return self
+
+    def stop(self) -> None:
+        try:
+            self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
