@@ -169,8 +169,12 @@ def test_records_arrive_with_their_payload_contract_and_the_outbox_empties(tmp_p
             collected(tmp_path / "fleet.db")), what="late answer and override at the collector")
         assert (rows[0]["override_decision"], rows[0]["override_label"]) == ("NG", "chip")
         assert (rows[1]["actuated"], rows[1]["late"]) == ("FAILSAFE", 1)
-        with sqlite3.connect(tmp_path / "fleet.db") as conn:
-            assert conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 11
+
+        def messages_collected() -> int:
+            with sqlite3.connect(tmp_path / "fleet.db") as conn:
+                return int(conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+
+        wait_for(lambda: messages_collected() == 11, what="all 11 messages at the collector")
         state = wait_for(lambda: [s for s in subscriber.on(f"{prefix}/state")
                                   if s.get("counters", {}).get("published", 0) >= 11], what="state with counters")
         assert state[-1]["state"] == "online" and state[-1]["counters"]["outbox_depth"] == 0
@@ -228,7 +232,11 @@ def test_broker_down_at_start_then_up_delivers_the_backlog_exactly_once(tmp_path
 
 
 @needs_mosquitto
-def test_broker_killed_mid_stream_every_record_arrives_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["restarted", "crashed"])
+def test_broker_down_mid_stream_every_record_arrives_once(tmp_path: Path, sig: signal.Signals) -> None:
+    """Restarted (SIGTERM: mosquitto saves its queues), every record reaches the collector exactly once. Crashed
+    (SIGKILL), a broker loses what it had acknowledged but neither delivered nor saved, in a window of
+    milliseconds: whatever it lost is then named by the verdict chain (``collect --check``), never silent."""
     broker = Mosquitto(tmp_path / "broker", persistence=True)
     broker.config.write_text(broker.config.read_text() + "autosave_interval 1\n", encoding="utf-8")
     broker.start()
@@ -236,7 +244,7 @@ def test_broker_killed_mid_stream_every_record_arrives_once(tmp_path: Path) -> N
     collector = Collector(BrokerUrl.parse(broker.url), SqliteCollectorDatabase(db))
     collector.start()
     wait_for(lambda: collector.connected, what="the collector")
-    # the collector's subscription must be in the broker's persistence file before the crash
+    # the collector's subscription must be in the broker's persistence file before a crash
     log = broker.folder / "mosquitto.log"
     saves = log.read_text().count("Saving in-memory database")
     wait_for(lambda: log.read_text().count("Saving in-memory database") > saves, what="the broker's autosave")
@@ -247,21 +255,24 @@ def test_broker_killed_mid_stream_every_record_arrives_once(tmp_path: Path) -> N
             ids += station.record(40)
             time.sleep(0.05)
             if round_ == 4:
-                broker.stop(signal.SIGKILL)
+                broker.stop(sig)
             if round_ == 7:
                 broker.start()
-        try:
-            wait_for(lambda: len(collected(db)) == len(ids), timeout_s=30, what="every record at the collector")
-        except AssertionError:
-            got = {r["id"] for r in collected(db)}
-            print("missing", sorted(set(ids) - got), station.upstream.status(), station.outbox_rows(),
-                  collector.stats(), collector.connected)
-            raise
-        rows = collected(db)
-        assert [r["id"] for r in rows] == ids
+        counters = station.upstream.workers[0].counters
+        wait_for(lambda: counters.delivered_id and station.outbox_rows() == 0, what="the outbox delivered")
+        got = wait_for(lambda: (lambda rows: rows if rows and rows[-1]["id"] == ids[-1] else None)(collected(db)),
+                       what="the last record at the collector")
+        assert counters.failed + counters.connect_failures >= 1
+        missing = sorted(set(ids) - {r["id"] for r in got})
         with sqlite3.connect(db) as conn:
-            assert conn.execute("SELECT COUNT(*) FROM messages WHERE kind = 'verdicts'").fetchone()[0] == len(ids)
-        assert station.upstream.workers[0].counters.failed + station.upstream.workers[0].counters.connect_failures >= 1
+            assert conn.execute("SELECT COUNT(*) FROM messages WHERE kind = 'verdicts'").fetchone()[0] == len(got)
+        if sig == signal.SIGTERM or not missing:
+            assert [r["id"] for r in got] == ids
+            return
+        # each run of lost verdicts is named by the one after it, whose predecessor the database lacks
+        named = SqliteCollectorDatabase(db).completeness()[STATION]["gaps_before"]
+        runs_end = [m + 1 for m in missing if m + 1 not in missing]
+        assert named == runs_end[:20]
     finally:
         station.close()
         collector.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -131,18 +132,20 @@ class SinkWorker:
             self.counters.connected = True
             self._gauge_connected(1)
             log.info("upstream %s: connected", self.name)
+            failure: SinkError | None = None
             try:
                 self._drain()
             except SinkError as exc:
-                if not self._stop.is_set():
-                    self._failed(exc, connecting=False)
+                failure = exc
             except Exception as exc:  # a bug or a store error must not end delivery for good
                 log.exception("upstream %s: delivery failed", self.name)
-                self._failed(SinkError(f"{type(exc).__name__}: {exc}"), connecting=False)
+                failure = SinkError(f"{type(exc).__name__}: {exc}")
             finally:
                 self.counters.connected = False
                 self._gauge_connected(0)
-                self.sink.close(clean=self._stop.is_set())
+                self.sink.close(clean=self._stop.is_set() and failure is None)
+            if failure is not None and not self._stop.is_set():  # closed first, then the back-off
+                self._failed(failure, connecting=False)
 
     def _drain(self) -> None:
         last_heartbeat = 0.0
@@ -205,7 +208,11 @@ class SinkWorker:
             self.metrics.upstream_connected.labels(self.name).set(value)
 
     def _measure_depth(self) -> None:
-        self.counters.depth = self.outbox.depth(self.counters.delivered_id)
+        try:
+            self.counters.depth = self.outbox.depth(self.counters.delivered_id)
+        except sqlite3.Error as exc:  # the store is closing: the figure waits for the next round
+            log.debug("upstream %s: outbox depth not read: %s", self.name, exc)
+            return
         if self.metrics is not None:
             self.metrics.upstream_outbox_depth.labels(self.name).set(self.counters.depth)
         if self.on_depth is not None:
