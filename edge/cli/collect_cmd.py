@@ -34,6 +34,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help=f"topic filter, repeatable (default: {DEFAULT_FLEET_TOPIC})")
     parser.add_argument("--client-id", default="edge-inspect-collector",
                         help="MQTT client id: the broker keeps this session's queue while the collector is away")
+    parser.add_argument("--repair-interval", type=float, default=30.0, metavar="S",
+                        help="every S seconds, ask stations again for verdicts their hash chain says are missing "
+                             "(a broker that crashed after acknowledging them); 0: never")
     parser.add_argument("--stats-interval", type=float, default=60.0, metavar="S",
                         help="log counts every S seconds (0: never)")
     parser.add_argument("--check", action="store_true",
@@ -54,7 +57,8 @@ def collect(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 1 if any(station["gaps_before"] for station in report.values()) else 0
     assert url is not None
-    collector = Collector(url, database, tuple(args.topic or [DEFAULT_FLEET_TOPIC]), args.client_id)
+    collector = Collector(url, database, tuple(args.topic or [DEFAULT_FLEET_TOPIC]), args.client_id,
+                          repair_interval_s=args.repair_interval)
     done = threading.Event()
 
     def finish(signum: int, frame: FrameType | None) -> None:

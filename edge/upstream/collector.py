@@ -7,6 +7,7 @@ sends twice is dropped by the database's UNIQUE idempotency key."""
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -38,7 +39,7 @@ class _Received:
 class Collector:
     def __init__(self, url: BrokerUrl, database: CollectorDatabase, topics: tuple[str, ...] = (DEFAULT_FLEET_TOPIC,),
                  client_id: str = "edge-inspect-collector", batch_size: int = 1000, commit_interval_s: float = 0.05,
-                 retry_min_s: float = 1.0, retry_max_s: float = 5.0) -> None:
+                 retry_min_s: float = 1.0, retry_max_s: float = 5.0, repair_interval_s: float = 30.0) -> None:
         self.url = url
         self.database = database
         self.topics = topics
@@ -46,6 +47,10 @@ class Collector:
         self.batch_size = batch_size
         self.commit_interval_s = commit_interval_s
         self._queue: queue.Queue[_Received] = queue.Queue()
+        self.repair_interval_s = repair_interval_s
+        self._next_repair = time.monotonic() + repair_interval_s
+        self._prefixes: dict[str, str] = {}  # station id -> its topic prefix, as seen in its messages
+        self.replays_requested = 0
         self._stop = threading.Event()
         self._generation = 0
         self._connected = False
@@ -91,7 +96,27 @@ class Collector:
 
     def stats(self) -> dict[str, int]:
         return {"stored": self.database.stored, "duplicates": self.database.duplicates,
-                "rejected": self.database.rejected, "queued": self._queue.qsize()}
+                "rejected": self.database.rejected, "queued": self._queue.qsize(),
+                "replays_requested": self.replays_requested}
+
+    def _request_missing(self) -> None:
+        """Ask each station for the verdicts its chain says are missing (a broker that crashed after
+        acknowledging them): ``{"from_id", "to_id"}`` on ``<prefix>/replay``; they come back with the same keys."""
+        self._next_repair = time.monotonic() + self.repair_interval_s
+        if not self._connected:
+            return
+        try:
+            ranges = self.database.missing_ranges()
+        except Exception as exc:
+            log.warning("collector: gap check failed: %s", exc)
+            return
+        for station, first, last in ranges:
+            prefix = self._prefixes.get(station)
+            if prefix is None or last < first:
+                continue
+            log.warning("collector: station %s verdicts %d-%d are missing; asking for them again", station, first, last)
+            self._client.publish(f"{prefix}/replay", json.dumps({"from_id": first, "to_id": last}), qos=1)
+            self.replays_requested += 1
 
     # -- MQTT callbacks (paho's network thread) ----------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
@@ -116,12 +141,16 @@ class Collector:
             log.warning("collector: disconnected from %s (%s); reconnecting", self.url, reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        prefix = message.topic.rsplit("/", 1)[0]
+        self._prefixes[prefix.rsplit("/", 1)[-1]] = prefix
         self._queue.put(_Received(self._generation, message.mid, message.qos,
                                   Incoming(message.topic, bytes(message.payload))))
 
     # -- the writer: commit a batch, then acknowledge it ---------------------------------------------
     def _write_loop(self) -> None:
         while not (self._stop.is_set() and self._queue.empty()):
+            if self.repair_interval_s > 0 and time.monotonic() >= self._next_repair:
+                self._request_missing()
             try:
                 first = self._queue.get(timeout=0.2)
             except queue.Empty:

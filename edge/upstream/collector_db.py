@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.store.chain import GENESIS
+from edge.upstream.topics import REPLAY
 
 VERDICT_COLUMNS = ("idempotency_key", "station", "id", "part_id", "serial", "batch_id", "lot", "product", "modality",
                    "model_name", "model_version", "label", "score", "threshold", "decision", "reason", "recipe",
@@ -95,6 +96,8 @@ class CollectorDatabase(ABC):
                     continue
                 body = parsed.body
                 kind = parsed.topic.rsplit("/", 1)[-1]
+                if kind == REPLAY:  # a request to a station (this collector's own, or another consumer's)
+                    continue
                 station = str(body.get("station") or "")
                 if kind == "state":
                     cursor.execute(
@@ -158,6 +161,20 @@ class CollectorDatabase(ABC):
                 gaps.append(verdict_id)
         self._commit()
         return report
+
+
+    def missing_ranges(self, limit: int = 100) -> list[tuple[str, int, int]]:
+        """(station, first id, last id) of each run of verdicts the chain says is missing."""
+        q = self.placeholder
+        cursor = self._connection().cursor()
+        ranges = []
+        for station, gaps in ((s, r["gaps_before"]) for s, r in self.completeness(limit).items()):
+            for verdict_id in gaps:
+                cursor.execute(f"SELECT MAX(id) FROM verdicts WHERE station = {q} AND id < {q}", (station, verdict_id))
+                before = cursor.fetchone()[0]
+                ranges.append((station, int(before or 0) + 1, int(verdict_id) - 1))
+        self._commit()
+        return ranges
 
 
 def _parse(item: Incoming) -> Parsed | None:

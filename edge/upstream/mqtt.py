@@ -13,7 +13,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 from edge.store.chain import utc_now
 from edge.upstream.outbox import OutboxRow
 from edge.upstream.sink import Sink, SinkError
-from edge.upstream.topics import STATE, BrokerUrl
+from edge.upstream.topics import REPLAY, STATE, BrokerUrl
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ class MqttSink(Sink):
     name = "mqtt"
 
     def __init__(self, url: BrokerUrl, prefix: str, station_id: str, client_id: str, keepalive_s: int = 30,
-                 connect_timeout_s: float = 5.0, ack_timeout_s: float = 10.0, max_inflight: int = 500) -> None:
+                 connect_timeout_s: float = 5.0, ack_timeout_s: float = 10.0, max_inflight: int = 500,
+                 on_replay: Callable[[int, int], None] | None = None) -> None:
         self.url = url
         self.prefix = prefix
         self.station_id = station_id
@@ -39,6 +40,7 @@ class MqttSink(Sink):
         self.connect_timeout_s = connect_timeout_s
         self.ack_timeout_s = ack_timeout_s
         self.max_inflight = max_inflight
+        self.on_replay = on_replay
         self._client: mqtt.Client | None = None
         self._connected = threading.Event()
         self._lost = threading.Event()
@@ -69,6 +71,7 @@ class MqttSink(Sink):
         client.will_set(self.topic(STATE), self._state("offline"), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
         self._connected.clear()
         self._lost.clear()
         self._refused = None
@@ -92,7 +95,20 @@ class MqttSink(Sink):
         if getattr(reason, "is_failure", False):
             self._refused = f"connection refused ({reason})"
             self._lost.set()
+        elif self.on_replay is not None:
+            client.subscribe(self.topic(REPLAY), qos=1)
         self._connected.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        """A replay request: ``{"from_id": A, "to_id": B}``, verdict ids a consumer found missing."""
+        try:
+            body = json.loads(message.payload)
+            first, last = int(body["from_id"]), int(body["to_id"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("upstream: ignored a malformed replay request on %s", message.topic)
+            return
+        if self.on_replay is not None and 0 < first <= last:
+            self.on_replay(first, last)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._lost.set()

@@ -17,6 +17,8 @@ from edge.store import RecordEvent, VerdictStore
 from edge.store.chain import utc_now
 from edge.upstream.payloads import messages_for
 
+MAX_REPLAY = 10_000  # verdicts one replay request may queue again
+
 _INSERT = "INSERT INTO outbox (topic, idempotency_key, payload, created_at) VALUES (?, ?, ?, ?)"
 
 
@@ -87,5 +89,23 @@ class Outbox:
                 return 0
             floor = min(int(r[1]) for r in rows)
             return conn.execute("DELETE FROM outbox WHERE id <= ?", (floor,)).rowcount
+
+        return self.store.submit(operation)
+
+    def replay(self, station_id: str, from_id: int, to_id: int) -> Future[int]:
+        """Queue the verdicts ``from_id``..``to_id`` again (same payloads and idempotency keys), for a consumer
+        that found them missing (a broker that crashed after acknowledging them); the Future gives how many."""
+        to_id = min(to_id, from_id + MAX_REPLAY - 1)
+
+        def operation(conn: sqlite3.Connection) -> int:
+            ids = tuple(int(r[0]) for r in conn.execute(
+                "SELECT id FROM verdicts WHERE id BETWEEN ? AND ? ORDER BY id", (from_id, to_id)))
+            now = utc_now()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                messages = messages_for(conn, station_id, RecordEvent("verdicts", "stored", chunk))
+                conn.executemany(_INSERT, [(m.kind, m.idempotency_key, m.encode(), now) for m in messages])
+            self.notify()
+            return len(ids)
 
         return self.store.submit(operation)

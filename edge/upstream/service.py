@@ -33,7 +33,8 @@ class Upstream:
         if settings.mqtt_url is not None:
             self.sinks.append(MqttSink(BrokerUrl.parse(settings.mqtt_url), self.prefix, station_id,
                                        settings.client_id or f"edge-inspect-{station_id}", settings.keepalive_s,
-                                       settings.connect_timeout_s, settings.ack_timeout_s, settings.max_inflight))
+                                       settings.connect_timeout_s, settings.ack_timeout_s, settings.max_inflight,
+                                       self._replay))
         if settings.webhook is not None:
             hook = settings.webhook
             self.sinks.append(WebhookSink(hook.url, station_id, hook.headers, hook.timeout_s))
@@ -74,6 +75,16 @@ class Upstream:
 
     def status(self) -> dict[str, Any]:
         return {"prefix": self.prefix, "sinks": {w.name: w.counters.as_dict() for w in self.workers}}
+
+    def _replay(self, from_id: int, to_id: int) -> None:
+        """A consumer asked for verdicts again (paho's thread: queue the work, never wait for it here)."""
+        if self.outbox is None:
+            return
+        log.info("upstream: verdicts %d-%d requested again", from_id, to_id)
+        try:
+            self.outbox.replay(self.station_id, from_id, to_id)
+        except StoreUnavailableError as exc:
+            log.warning("upstream: replay of verdicts %d-%d not queued: %s", from_id, to_id, exc)
 
     def _describe(self, sink: Sink) -> str:
         return f"MQTT {sink.url}" if isinstance(sink, MqttSink) else f"webhook {getattr(sink, 'shown', '')}"

@@ -9,6 +9,7 @@ from edge.config import redact_url
 
 MESSAGE_KINDS = ("verdicts", "batches", "alarms", "overrides")
 STATE = "state"
+REPLAY = "replay"  # to the station: verdicts a consumer found missing, to be sent again
 DEFAULT_FLEET_TOPIC = "edge-inspect/#"
 
 
