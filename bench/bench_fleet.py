@@ -145,9 +145,10 @@ def run_fleet(args: argparse.Namespace) -> dict[str, Any]:
         got = collected(fleet_db)
         timeline.append((round(t, 2), total, got))
         if stopped_at is None and t >= outage_at:
-            broker.stop(signal.SIGTERM)
+            broker.stop(signal.SIGKILL if args.crash else signal.SIGTERM)
             stopped_at = t
-            print(f"[{t:6.1f} s] broker stopped ({total} recorded, {got} collected)", flush=True)
+            print(f"[{t:6.1f} s] broker {'killed' if args.crash else 'stopped'} ({total} recorded, {got} collected)",
+                  flush=True)
         elif stopped_at is not None and restarted_at is None and t >= stopped_at + args.outage_s:
             broker.start()
             restarted_at = t
@@ -161,7 +162,7 @@ def run_fleet(args: argparse.Namespace) -> dict[str, Any]:
             print(f"[{t:6.1f} s] recorded {total}, collected {got}", flush=True)
         time.sleep(1.0)
     total, states = recorded(folders)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # a crash's losses come back at the collector's next repair round (30 s)
     while collected(fleet_db) < total and time.monotonic() < deadline:
         time.sleep(0.5)
     collector.send_signal(signal.SIGTERM)
@@ -187,6 +188,8 @@ def run_fleet(args: argparse.Namespace) -> dict[str, Any]:
     result = {
         "command": " ".join([Path(PYTHON).name, "bench/bench_fleet.py", *sys.argv[1:]]),
         "stations": args.stations, "minutes": args.minutes, "rate_per_station": args.rate,
+        "broker": "killed (SIGKILL)" if args.crash else "stopped (SIGTERM)",
+        "replays_requested": stats.get("replays_requested"),
         "outage_s": args.outage_s, "outage_at_s": outage_at,
         "recorded": total, "collected_verdicts": sum(v["rows"] for v in per_station.values()),
         "verdict_messages": messages,
@@ -266,6 +269,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=25.0, help="verdicts per second per station")
     parser.add_argument("--outage-s", type=float, default=120.0, help="seconds the broker is down")
     parser.add_argument("--outage-at-s", type=float, default=None, help="when it stops (default: a third in)")
+    parser.add_argument("--crash", action="store_true",
+                        help="SIGKILL the broker (a crash: it loses its unsaved queues, and the collector asks the "
+                             "stations again for what is missing) instead of stopping it (SIGTERM)")
     parser.add_argument("--drain-s", type=float, default=120.0, help="how long stations wait for their outbox")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     parser.add_argument("--store-overhead", type=int, default=0, metavar="PARTS",
