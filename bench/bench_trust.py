@@ -54,7 +54,7 @@ from bench_api import free_port, load_images, percentiles  # noqa: E402
 from edge.store import NewVerdict, PartContext, VerdictStore  # noqa: E402
 from edge.store.chain import GENESIS, VERDICT_FIELDS, record_hash  # noqa: E402
 from edge.store.schema import connect  # noqa: E402
-from edge.store.verify import _SELECT, verify_chains  # noqa: E402
+from edge.store.verify import _SELECT, verify_chains, verify_database  # noqa: E402
 
 BASELINE_COMMIT = "8f410f3"
 MODEL = "tile-anomaly"
@@ -570,6 +570,17 @@ def audit_verify(folder: Path, records: int, audit_records: int) -> dict[str, An
     out["verify_chains_median_cpu_s"] = float(np.median(cpus))
     out["records"] = total
     out["records_per_s"] = total / out["verify_chains_median_s"]
+    # what `audit verify` runs: id ranges checked in parallel processes (the machine's cores, at most 4)
+    parallel = []
+    for _ in range(2):
+        started = time.perf_counter()
+        reports = verify_database(db)
+        parallel.append(time.perf_counter() - started)
+        if not all(r.intact for r in reports) or sum(r.records for r in reports) != total:
+            raise RuntimeError(f"verify_database found a problem or the wrong count: {reports}")
+        print(f"#   verify_database (parallel ranges): {parallel[-1]:.2f} s wall; load {load_average()}", flush=True)
+    out["verify_database_s"] = parallel
+    out["verify_database_median_s"] = float(np.median(parallel))
     # the CLI once, wall clock (process start, imports, config, verify, output)
     config = folder / "verify-station.yaml"
     config.write_text(yaml.safe_dump({"station": {"id": "bench"}, "storage": {"data_dir": str(data)},
@@ -757,7 +768,8 @@ def main() -> int:
     print(f"audit verify: {vf['records']} records ({vf['build']['verdicts']} verdicts + {vf['build']['audit']} audit), "
           f"verify_chains {vf['verify_chains_median_s']:.2f} s wall (runs "
           f"{', '.join(f'{x:.2f}' for x in vf['verify_chains_s'])}), {vf['verify_chains_median_cpu_s']:.2f} s CPU; "
-          f"{vf['records_per_s']:.0f} records/s; CLI {vf['cli_wall_s']:.2f} s wall (exit {vf['cli_exit']})")
+          f"{vf['records_per_s']:.0f} records/s; verify_database (parallel ranges, what the CLI runs) "
+          f"{vf['verify_database_median_s']:.2f} s wall; CLI {vf['cli_wall_s']:.2f} s wall (exit {vf['cli_exit']})")
     print(f"  breakdown (verdict chain, {b['rows']} rows, CPU s, median of 2): SQLite fetch {c2['fetch']:.2f} (the "
           f"parts join {b['cpu_parts_join_s']:.2f} of it), JSON canonical {b['cpu_json_s']:.2f}, SHA-256 + compare "
           f"{b['cpu_sha_and_compare_s']:.2f} (SHA-256 alone {b['sha256_alone_s']:.2f}); total {c2['full']:.2f} "
@@ -768,8 +780,9 @@ def main() -> int:
           f"{c2['two_processes']:.2f} per range; two processes, fast_hash {w['two_processes_fast_hash']:.2f} / "
           f"{c2['two_processes_fast_hash']:.2f} per range")
     print(f"target: audit verify over {vf['records']} records <= 10 s -> "
-          f"{'MET' if vf['verify_chains_median_s'] <= 10 else 'MISSED'} ({vf['verify_chains_median_s']:.2f} s in "
-          f"process; CLI {vf['cli_wall_s']:.2f} s)")
+          f"{'MET' if min(vf['verify_chains_median_s'], vf['verify_database_median_s']) <= 10 else 'MISSED'} "
+          f"({vf['verify_chains_median_s']:.2f} s one walk, {vf['verify_database_median_s']:.2f} s parallel ranges, "
+          f"in process; CLI {vf['cli_wall_s']:.2f} s)")
     results["targets"] = {"latency_p50_under_0_5_ms": met_latency, "latency_ci_upper_under_0_5_ms": shown,
                           "store_5000_rows_per_s": st["chained"]["rows_per_s"] >= 5000,
                           "verify_10_s": vf["verify_chains_median_s"] <= 10}
