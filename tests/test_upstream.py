@@ -195,10 +195,9 @@ def test_records_arrive_with_their_payload_contract_and_the_outbox_empties(tmp_p
 
 
 @needs_mosquitto
-def test_broker_down_at_start_then_up_delivers_the_backlog_exactly_once(tmp_path: Path) -> None:
+def test_broker_down_at_start_then_up_delivers_the_backlog_exactly_once(tmp_path: Path, broker: Mosquitto) -> None:
     # the plant's broker already holds the collector's persistent session (a broker discards what is published
     # before anyone subscribed), and is down when the station starts
-    broker = Mosquitto(tmp_path / "broker").start()
     collector = Collector(BrokerUrl.parse(broker.url), SqliteCollectorDatabase(tmp_path / "fleet.db"))
     collector.start()
     wait_for(lambda: collector.connected, what="the collector's subscription")
@@ -233,11 +232,12 @@ def test_broker_down_at_start_then_up_delivers_the_backlog_exactly_once(tmp_path
 
 @needs_mosquitto
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["restarted", "crashed"])
-def test_broker_down_mid_stream_every_record_arrives_once(tmp_path: Path, sig: signal.Signals) -> None:
+def test_broker_down_mid_stream_every_record_arrives_once(tmp_path: Path, broker: Mosquitto,
+                                                         sig: signal.Signals) -> None:
     """Restarted (SIGTERM: mosquitto saves its queues) or crashed (SIGKILL: a broker loses what it had acknowledged
     but neither delivered nor saved, in a window of milliseconds), every record reaches the collector exactly once:
     what a crash lost is found by the verdict chain and asked for again on <prefix>/replay."""
-    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    broker.stop()  # the fixture's broker, again with a save every second (the collector's session must be saved)
     broker.config.write_text(broker.config.read_text() + "autosave_interval 1\n", encoding="utf-8")
     broker.start()
     db = tmp_path / "fleet.db"
