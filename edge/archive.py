@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,9 @@ import numpy.typing as npt
 from vision.images import encode_png
 
 log = logging.getLogger(__name__)
+
+# What an archived file holds: encoded bytes, pixels, or a function that renders the pixels when written
+FileContent = bytes | npt.NDArray[np.uint8] | Callable[[], npt.NDArray[np.uint8] | None]
 
 
 class ImageArchive:
@@ -54,12 +58,15 @@ class ImageArchive:
         if path is not None:
             path.write_bytes(data if isinstance(data, bytes) else encode_png(data))
 
-    def write_later(self, files: list[tuple[Path, bytes | npt.NDArray[np.uint8]]]) -> Future[None]:
-        """Encode and write in the background, off the inspection path; the Future says when done."""
+    def write_later(self, files: list[tuple[Path, FileContent]]) -> Future[None]:
+        """Render (content given as a function), encode and write in the background, off the inspection
+        path; the Future says when done."""
         def write_all() -> None:
-            for path, data in files:
+            for path, content in files:
                 try:
-                    self.write(path, data)
+                    data = content() if callable(content) else content
+                    if data is not None:
+                        self.write(path, data)
                 except OSError as exc:
                     self.failed_writes += 1
                     log.error("image archive write of %s failed: %s", path, exc)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from edge.archive import ImageArchive
+from edge.archive import FileContent, ImageArchive
 from edge.config import QualitySettings
 from edge.metrics import StationMetrics
 from edge.model_manager import ModelManager
@@ -152,15 +152,14 @@ class InspectionService:
         if not self.archive.wants(result.decision):
             return None, None, None
         image_path = self.archive.reserve(original[1] if original is not None else "png")
-        files: list[tuple[Path, bytes | npt.NDArray[np.uint8]]] = []
+        files: list[tuple[Path, FileContent]] = []
         if image_path is not None:
             files.append((image_path, original[0] if original is not None else pixels))
         heatmap_path = None
-        heatmap = result.heatmap() if result.decision == "NG" else None  # at the part's own size and aspect
-        if heatmap is not None:
+        if result.anomaly_map is not None and result.decision == "NG":
             heatmap_path = self.archive.reserve("png")
-            if heatmap_path is not None:
-                files.append((heatmap_path, heatmap))
+            if heatmap_path is not None:  # rendered at the part's own size by the archive's writer, off this path
+                files.append((heatmap_path, result.heatmap))
         return image_path, heatmap_path, self.archive.write_later(files) if files else None
 
     def _vision_verdict(self, result: VisionResult, details: dict[str, Any], options: JudgeOptions, started: float,

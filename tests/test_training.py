@@ -52,6 +52,10 @@ def test_train_vision_registers_promotes_and_predicts(tmp_path: Path) -> None:
     assert "note: the images are 160x96 px (median), the model input 512x256" in trained.stderr
     data = ModelRegistry(tmp_path / "data" / "models", bundled_root=None).manifest("parts").training.data
     assert data["skipped_files"] == 1, data  # broken.jpg only
+    trail = [json.loads(line) for line in run_cli("audit", "list", "--config", str(config)).stdout.splitlines()]
+    trained_entry = next(e for e in trail if e["action"] == "model_trained")
+    assert trained_entry["entity_id"] == "parts" and trained_entry["after"]["version"] == 1
+    assert trained_entry["actor"].startswith("cli:") and trained_entry["after"]["active"] is True
     listing = run_cli("models", "list", "--config", str(config)).stdout
     assert "* parts" in listing and "vision-classifier" in listing, "labelled defects make a classifier"
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge.cli.common import CommandError, add_config_option, config_from, registry_for
+from edge.cli.common import CommandError, add_config_option, audit_change, config_from, registry_for
 from edge.training import Kind, TrainingError, starved, train
 from models.evaluation import Target
 from models.manifest import ImageInput, Manifest, model_name_problem
@@ -200,6 +200,11 @@ def run(args: argparse.Namespace) -> int:
               "at a small cost in verdict latency while it runs", file=sys.stderr)
     state = "registered and promoted" if not args.no_promote else "registered (not active)"
     manifest = outcome.manifest
+    audit_change(config, "model_trained", "model", manifest.name, None,
+                 {"version": manifest.version, "kind": manifest.kind, "threshold": manifest.threshold,
+                  "active": not args.no_promote, "onnx_sha256": manifest.onnx_sha256},
+                 {"examples": {label: len(files) for label, files in examples.items()},
+                  "skipped": len(outcome.skipped)})
     print(f"{manifest.name} v{manifest.version} {state} in {outcome.duration_s:.1f} s: {manifest.kind}, "
           f"threshold {manifest.threshold:.4g}")
     if point := manifest.metrics.get("operating_point"):
