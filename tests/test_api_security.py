@@ -46,7 +46,8 @@ def test_every_state_changing_operation_declares_a_scope(closed_station: Station
 
 
 def concrete(path: str) -> str:
-    return re.sub(r"\{[^}]+\}", "1", path).replace("/1/{kind}", "/1/image")
+    """A callable URL for an operation: every path parameter an id of 1, a file kind a real one."""
+    return re.sub(r"\{[^}]+\}", "1", path.replace("{kind}", "image"))
 
 
 def test_every_operation_refuses_a_missing_or_insufficient_credential(closed_station: Station) -> None:

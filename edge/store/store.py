@@ -159,11 +159,12 @@ class VerdictStore:
             serial = part.serial or f"{part.station}-{uuid.uuid4().hex[:12]}"
             part_id, lot = _part_for(conn, part, serial, batch_id, decision, now)
             last_id, prev = head(conn, "verdicts")
+            last_id = max(last_id, next_id(conn, "verdicts") - 1)  # never reuse the id of a vanished tail row
             ids: list[int] = []
             for v in verdicts:
                 previous = conn.execute("SELECT MAX(id) FROM verdicts WHERE part_id = ? AND modality = ?",
                                         (part_id, v.modality)).fetchone()[0]
-                verdict_id = max(last_id, next_id(conn, "verdicts") - 1) + 1
+                verdict_id = last_id + 1
                 values = _verdict_values(verdict_id, part_id, serial, batch_id, lot, part, v, now, previous)
                 digest = record_hash(prev, values)
                 conn.execute(_VERDICT_SQL, (*values[:2], *values[5:], prev, digest))
