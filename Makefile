@@ -1,5 +1,7 @@
 # `make run`: set up and start the station on its embedded default.
 # `make test`: set up and run lint, type checks and the whole test suite.
+# Every install is constrained by constraints.txt (exact versions), so a fresh clone installs the
+# same packages a year later; `make constraints` re-pins it from .venv after a deliberate upgrade.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,13 +10,13 @@ BIN := $(VENV)/bin
 RUN_EXTRAS ?= audio,camera,plc
 TEST_EXTRAS ?= dev,audio,camera,plc,yolo
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench clean constraints
 .PRECIOUS: $(VENV)/.installed-%
 
-$(VENV)/.installed-%: pyproject.toml Makefile
+$(VENV)/.installed-%: pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[$(if $(filter test,$*),$(TEST_EXTRAS),$(RUN_EXTRAS))]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(if $(filter test,$*),$(TEST_EXTRAS),$(RUN_EXTRAS))]"
 	touch $@
 
 setup: $(VENV)/.installed-run
@@ -34,6 +36,12 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_api.py
+
+# Keeps the file's comment header; the project itself (editable) is left out.
+constraints:
+	{ grep '^#' constraints.txt; $(BIN)/python -m pip freeze --all --exclude-editable \
+	  | grep -viE '^edge[-_]inspect[= ]' | sed -E 's/^(torch==[^+]*)\+cpu$$/\1/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) data
