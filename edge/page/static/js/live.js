@@ -1,0 +1,44 @@
+// The station's live events (server-sent events) with reconnection and catch-up: the stream is reopened
+// from the last verdict id received, and the server replays every verdict stored since.
+import { t } from "./i18n.js";
+import { $ } from "./ui.js";
+
+const RETRY_MS = [500, 1000, 2000, 4000];
+
+export function connectEvents({ since = 0, onVerdict, onRecord, onReady, onState }) {
+  let lastId = since;
+  let source = null;
+  let attempt = 0;
+  const state = (name) => {
+    const box = $("connection");
+    box.dataset.state = name;
+    box.textContent = t(`connection.${name}`);
+    onState?.(name);
+  };
+
+  function open() {
+    state(attempt === 0 ? "connecting" : "reconnecting");
+    source = new EventSource(`/api/v1/events?since=${lastId}`);
+    source.addEventListener("verdict", (event) => {
+      const verdict = JSON.parse(event.data);
+      if (verdict.id <= lastId) return;
+      lastId = verdict.id;
+      onVerdict(verdict);
+    });
+    source.addEventListener("record", (event) => onRecord?.(JSON.parse(event.data)));
+    source.addEventListener("ready", (event) => {
+      attempt = 0;
+      state("live");
+      onReady?.(JSON.parse(event.data));
+    });
+    source.onerror = () => {
+      // Reopen ourselves (with the id in the URL), whatever EventSource would do: an HTTP error ends it.
+      source.close();
+      state(attempt === 0 ? "reconnecting" : "offline");
+      setTimeout(open, RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]);
+      attempt += 1;
+    };
+  }
+  open();
+  return { lastId: () => lastId, close: () => source?.close() };
+}
