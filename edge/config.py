@@ -16,6 +16,7 @@ from edge.access.scopes import Scope
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "station.yaml"
 CONFIG_ENV = "EDGE_INSPECT_CONFIG"
+MULTIPART_ALLOWANCE = 64 * 1024  # bytes a multipart form may add around its file
 
 
 class ConfigError(Exception):
@@ -213,6 +214,49 @@ class ApiSettings(_Section):
     port: int = Field(8080, ge=1, le=65535, title="Listen port")
     max_upload_mb: float = Field(25.0, gt=0, le=1024, title="Largest accepted upload, in MB")
     max_image_megapixels: float = Field(64.0, gt=0, le=1000, title="Largest accepted image, in megapixels")
+    tls_certificate: Path | None = Field(None, title="TLS certificate (PEM)",
+                                         description="With tls_key, serve HTTPS; relative to the config file.")
+    tls_key: Path | None = Field(None, title="TLS private key (PEM)", description="Unencrypted PEM key file.")
+    max_connections: int = Field(256, ge=1, le=100_000, title="Open connections at most",
+                                 description="Further connections get 503 and are closed at once.")
+    header_timeout_s: float = Field(10.0, gt=0, le=600, title="Request head deadline, seconds",
+                                    description="A request's line and headers must arrive within this time "
+                                                "(a slow or stalled client is answered 408 and disconnected).")
+    body_timeout_s: float = Field(60.0, gt=0, le=3600, title="Request body deadline, seconds",
+                                  description="A request's whole body must arrive within this time.")
+    keep_alive_s: float = Field(5.0, gt=0, le=600, title="Idle keep-alive, seconds")
+    max_header_kb: int = Field(64, ge=4, le=1024, title="Largest request head, KiB")
+    rate_limit_per_s: float = Field(
+        200.0, ge=0, le=100_000, title="Requests per second per client address (0: no limit)",
+        description="Sustained rate; above it a client gets 429 with Retry-After. An AOI station at 25 parts/s "
+                    "with several requests per part stays well below the default.")
+    rate_limit_burst: int = Field(400, ge=1, le=1_000_000, title="Burst allowance per client, requests")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSettings:
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise ValueError("tls_certificate and tls_key go together: set both for HTTPS, or neither")
+        return self
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Largest request body read at all: an upload plus room for its multipart envelope."""
+        return self.max_upload_bytes + MULTIPART_ALLOWANCE
+
+
+class LoggingSettings(_Section):
+    """How the service logs (``edge-inspect run``); ``--log-format`` on the command line wins."""
+
+    format: Literal["text", "json"] = Field("text", title="Log format",
+                                            description="text: readable lines; json: one JSON object per line "
+                                                        "(time, level, logger, message and extra fields).")
+    requests: bool = Field(True, title="Request log",
+                           description="One line per HTTP request: method, path, status, duration, client, "
+                                       "identity (never credentials).")
 
 
 class PasswordHashSettings(_Section):
@@ -397,6 +441,7 @@ class StationConfig(_Section):
     line: LineSettings | None = None
     microphone: MicrophoneSettings | None = None
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
+    logging: LoggingSettings = Field(default_factory=lambda: LoggingSettings())
     training: TrainingSettings = Field(default_factory=lambda: TrainingSettings())
     access: AccessSettings = Field(default_factory=lambda: AccessSettings())
     upstream: UpstreamSettings = Field(default_factory=lambda: UpstreamSettings())

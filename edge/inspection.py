@@ -43,6 +43,7 @@ class Inspection:
     stored: Future[StoredVerdict]
     started: float
     files_written: Future[None] | None = None
+    committing: float = 0.0  # when it was handed to the store (perf_counter)
 
     def response(self, stored: StoredVerdict) -> dict[str, Any]:
         v = self.verdict
@@ -200,16 +201,20 @@ class InspectionService:
                     model: str) -> Inspection:
         started = time.perf_counter()
         verdict = self.prepare_audio(waveform, sample_rate, model)
-        return Inspection(None, verdict, self.store.record(part, [verdict]), started)
+        committing = time.perf_counter()
+        return Inspection(None, verdict, self.store.record(part, [verdict]), started, committing=committing)
 
     def _judge(self, pixels: npt.NDArray[np.uint8], part: PartContext, options: JudgeOptions, started: float,
                original: tuple[bytes, str] | None, late: bool = False, actuated: str | None = None) -> Inspection:
         result, details = self.evaluate(pixels, options)
         image_path, heatmap_path, written = self._archive(result, pixels, original)  # written during the commit
         verdict = self._vision_verdict(result, details, options, started, image_path, heatmap_path, late, actuated)
-        return Inspection(result, verdict, self.store.record(part, [verdict]), started, written)
+        committing = time.perf_counter()
+        return Inspection(result, verdict, self.store.record(part, [verdict]), started, written, committing)
 
     def observe_stored(self, inspection: Inspection, source: str) -> None:
         v = inspection.verdict
+        now = time.perf_counter()
+        self.metrics.stage_latency.labels("store_commit").observe(now - inspection.committing)
         self.metrics.verdicts.labels(v.modality, v.decision, v.model_name or "").inc()
-        self.metrics.verdict_latency.labels(v.modality, source).observe(time.perf_counter() - inspection.started)
+        self.metrics.verdict_latency.labels(v.modality, source).observe(now - inspection.started)

@@ -9,45 +9,18 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge.access import QMS_READ
 from edge.access import install as install_access
 from edge.api import audit, line, operations, pull, verdicts
 from edge.api.batch_figures import build_router as build_figures_router
 from edge.api.errors import install_error_handlers
+from edge.api.limits import BodyLimit, RateLimit
+from edge.api.request_log import RequestObserver
 from edge.api.upstream import build_router as build_upstream_router
-from edge.metrics import StationMetrics
 from edge.station import Station
 
 log = logging.getLogger("edge.api")
-
-
-class RequestCounter:
-    """Pure ASGI middleware counting requests by method, route and status (cheaper than BaseHTTPMiddleware)."""
-
-    def __init__(self, app: ASGIApp, metrics: StationMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, capture)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
 
 
 def create_app(station: Station, stop_station_on_shutdown: bool = False) -> FastAPI:
@@ -81,14 +54,13 @@ def create_app(station: Station, stop_station_on_shutdown: bool = False) -> Fast
 
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(access.requires(QMS_READ))])
     async def metrics() -> Response:
-        store = station.store
-        if store is not None:
-            station.metrics.store_queue.set(store.writer.queue_depth)
-            station.metrics.store_commits.set(store.writer.commits)
-        for name, inspector in (station.models.loaded() if station.models else {}).items():
-            station.metrics.model_info.labels(name).set(inspector.version)
+        station.metrics.sample(station.store, station.models, station.line,
+                               station.inspection.archive if station.inspection else None)
         return Response(generate_latest(station.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     install_access(app, access)  # Host and cross-site guard, session routes, scopes in OpenAPI
-    app.add_middleware(RequestCounter, metrics=station.metrics)
+    api = station.config.api
+    app.add_middleware(BodyLimit, max_bytes=api.max_request_bytes, metrics=station.metrics)
+    app.add_middleware(RateLimit, per_s=api.rate_limit_per_s, burst=api.rate_limit_burst, metrics=station.metrics)
+    app.add_middleware(RequestObserver, metrics=station.metrics)  # outermost: refusals are counted and logged
     return app

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from edge.cli import (
     verdict_cmd,
 )
 from edge.cli.common import CommandError
+from edge.logs import LOG_FORMATS, setup_logging
 
 COMMAND_MODULES = [run_cmd, verdict_cmd, train_cmd, predict_cmd, models_cmd, config_cmd, db_cmd, audit_cmd,
                    simulate_cmd, users_cmd, tokens_cmd, collect_cmd]
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-inspect", description="Edge inspection appliance: camera and microphone in, verdicts out.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default=None,
+                        help="text or json (one object per line); default: logging.format of the config for "
+                             "`run`, text otherwise")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(commands)
@@ -40,8 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_format or "text", args.verbose)
     try:
         return int(args.handler(args) or 0)
     except CommandError as exc:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-import uvicorn
-
 from edge.api.app import create_app
 from edge.cli.common import CommandError, add_config_option, config_from
+from edge.logs import setup_logging
+from edge.server import TlsError, server_for, tls_files
 from edge.station import StartupError, Station
 
 log = logging.getLogger("edge.run")
@@ -34,6 +34,14 @@ def run(args: argparse.Namespace) -> int:
     if args.mqtt_url:  # checked when the station starts (BrokerUrl), with a message that names it
         config = config.model_copy(
             update={"upstream": config.upstream.model_copy(update={"mqtt_url": args.mqtt_url})})
+    if args.log_format is None and config.logging.format != "text":
+        setup_logging(config.logging.format, args.verbose)
+    if not config.logging.requests:
+        logging.getLogger("edge.http").setLevel(logging.WARNING)
+    try:
+        tls_files(config)  # unusable certificate or key: said before anything starts
+    except TlsError as exc:
+        raise CommandError(f"cannot start station {config.station.id}: {exc}") from exc
     station = Station(config)
     try:
         station.start(with_sources=not args.no_sources)
@@ -43,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
     host = config.api.host
     port = args.port if args.port is not None else config.api.port
     app = create_app(station, stop_station_on_shutdown=True)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                          access_log=False, timeout_graceful_shutdown=10))
-    log.info("serving on http://%s:%d (OpenAPI at /docs)", host, port)
+    server = server_for(app, config, host, port)
+    scheme = "https" if config.api.tls_certificate else "http"
+    log.info("serving on %s://%s:%d (OpenAPI at /docs)", scheme, host, port)
     try:
         server.run()
     finally:

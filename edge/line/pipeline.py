@@ -284,7 +284,7 @@ class LinePipeline:
             self.judge_time_s += 0.1 * (time.perf_counter() - judging_started - self.judge_time_s)
             inspection.stored.add_done_callback(
                 partial(self._on_stored, job, inspection.verdict.decision, inspection.verdict.late,
-                        [inspection.verdict]))
+                        [inspection.verdict], inspection.committing))
 
     def _listen(self, job: PartJob) -> None:
         """Record this part's sound from its trigger on, judge it, and join the camera's verdict."""
@@ -324,8 +324,9 @@ class LinePipeline:
         overall = combine({m: v.decision for m, v in complete.items()}, job.recipe.decision_rule)
         actuated = self._failsafe() if late else overall
         verdicts = [replace(v, late=late, actuated=actuated) for v in complete.values()]
+        committing = time.perf_counter()
         stored = self.inspection.store.record(self._part(job), verdicts, overall)
-        stored.add_done_callback(partial(self._on_stored, job, overall, late, verdicts))
+        stored.add_done_callback(partial(self._on_stored, job, overall, late, verdicts, committing))
 
     def _deadline_loop(self) -> None:
         while not self._stop.is_set():
@@ -369,7 +370,9 @@ class LinePipeline:
                 return False
             job.published = True
             job.failsafe_sent = late
+        publishing = time.perf_counter()
         self.bridge.publish(Result(job.trigger.seq, decision, late=late))
+        self.metrics.stage_latency.labels("bridge_answer").observe(time.perf_counter() - publishing)
         elapsed = (time.monotonic() - job.trigger.received_at_monotonic) * 1000.0
         self.metrics.stage_latency.labels("trigger_to_result").observe(elapsed / 1000.0)
         with self._counter_lock:
@@ -383,8 +386,9 @@ class LinePipeline:
         return True
 
     def _on_stored(self, job: PartJob, decision: LineAnswer, recorded_late: bool, verdicts: list[NewVerdict],
-                   future: Future[StoredVerdict]) -> None:
+                   committing: float, future: Future[StoredVerdict]) -> None:
         """Runs on the store writer once the part is durable (or failed): actuate, or mark it late."""
+        self.metrics.stage_latency.labels("store_commit").observe(time.perf_counter() - committing)
         try:
             stored = future.result()
         except Exception as exc:
