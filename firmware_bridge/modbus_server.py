@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
-
-from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import SimData, SimDevice
-from pymodbus.simulator.simutils import DataType
 
 from .core import BridgeCore
 from .handshake import AlarmHandler, RecipeHandler, TriggerHandler
+from .modbus_tcp import ExcCodes, TcpServerThread, register_device
 from .registers import INPUT_END, MAP_END, OUTPUT_START, REG_ACK_SEQ, input_value_valid, output_registers
-
-log = logging.getLogger(__name__)
 
 READ_CODES = {3, 4}  # read holding / input registers
 WRITE_CODES = {6, 16}  # write single / multiple registers
+WHOLE_SPACE = 65536  # registers defined per unit
 
 
 class ModbusServerBridge(BridgeCore):
@@ -33,59 +26,28 @@ class ModbusServerBridge(BridgeCore):
         super().__init__("modbus-server")
         self.host, self.port, self.unit_id, self.heartbeat_s = host, port, unit_id, heartbeat_s
         self._inputs = [0] * INPUT_END
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: ModbusTcpServer | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
+        self._server: TcpServerThread | None = None
 
     def start(self, on_trigger: TriggerHandler, on_recipe: RecipeHandler, on_alarm: AlarmHandler | None = None) -> None:
         self._start_core(on_trigger, on_recipe, on_alarm)
-        self._thread = threading.Thread(target=self._serve, name="modbus-server", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10) or self._error is not None:
-            self.stop()
-            raise RuntimeError(f"Modbus server could not listen on {self.host}:{self.port}: {self._error}")
+        # The whole address space is defined so that every request reaches the action and is counted.
+        devices = [register_device(self.unit_id, WHOLE_SPACE, self._action)]
+        if self.unit_id != 0:  # id 0 stands for every other unit id
+            devices.append(register_device(0, WHOLE_SPACE, self._wrong_unit))
+        self._server = TcpServerThread(self.host, self.port, devices, "modbus-server", companion=self._heartbeat)
+        try:
+            self._server.start()
+        except RuntimeError:
+            self._stop_core()
+            raise
 
     def stop(self) -> None:
-        loop, server = self._loop, self._server
-        if loop is not None and server is not None and loop.is_running():
-            try:
-                asyncio.run_coroutine_threadsafe(server.shutdown(), loop).result(5)
-            except Exception:
-                log.exception("Modbus server shutdown failed")
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
         self._stop_core()
 
-    # ----- server thread ----------------------------------------------------------------------
-
-    def _serve(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # reported to start(), which raises it in the caller's thread
-            self._error = exc
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-
-        # The whole address space is defined so that every request reaches the action and is counted.
-        def whole_space() -> list[SimData]:
-            return [SimData(0, count=65536, values=0, datatype=DataType.REGISTERS)]
-
-        devices = [SimDevice(id=self.unit_id, simdata=whole_space(), action=self._action)]
-        if self.unit_id != 0:  # id 0 stands for every other unit id
-            devices.append(SimDevice(id=0, simdata=whole_space(), action=self._wrong_unit))
-        self._server = ModbusTcpServer(devices, address=(self.host, self.port))
-        await self._server.serve_forever(background=True)
-        heartbeat = asyncio.create_task(self._heartbeat())
-        self._ready.set()
-        try:
-            await self._server.serving
-        finally:
-            heartbeat.cancel()
+    # ----- on the server's event loop ----------------------------------------------------------
 
     async def _heartbeat(self) -> None:
         while True:

@@ -7,7 +7,6 @@ of a PTY pair (see pty_pair.PtyPair).  The report counts what the PLC saw, per t
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 import time
@@ -18,14 +17,12 @@ from typing import Any, Literal
 
 import serial
 from pymodbus.client import ModbusTcpClient
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import SimData, SimDevice
-from pymodbus.simulator.simutils import DataType
 
 from .framing import Frame, MsgType
 from .handshake import Result, Trigger, TriggerHandler, seq_next
 from .link import ReliableLink
 from .messages import PayloadError, StatusMsg, TriggerMsg, decode_result, decode_status, encode_trigger, encode_u16
+from .modbus_tcp import TcpServerThread, register_device
 from .registers import (
     INPUT_END,
     LOT_REGS,
@@ -256,31 +253,13 @@ class PlcRegisterServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5021, unit_id: int = 1) -> None:
         self.host, self.port, self.unit_id = host, port, unit_id
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: ModbusTcpServer | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
+        self._server = TcpServerThread(host, port, [register_device(unit_id, MAP_END)], "plc-server")
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="plc-server", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError(f"PLC register server did not start on {self.host}:{self.port}")
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        device = SimDevice(id=self.unit_id, simdata=[SimData(0, count=MAP_END, values=0, datatype=DataType.REGISTERS)])
-        self._server = ModbusTcpServer(device, address=(self.host, self.port))
-        await self._server.serve_forever(background=True)
-        self._ready.set()
-        await self._server.serving
+        self._server.start()
 
     def stop(self) -> None:
-        if self._loop is not None and self._server is not None and self._loop.is_running():
-            asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(5)
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        self._server.stop()
 
 
 def _host_port(connection: str) -> tuple[str, int, int]:
