@@ -160,6 +160,16 @@ class CameraConfig(_Section):
                                 "the sensor triggers the camera's input line directly.")
     trigger_line: str = Field("Line1", description="pylon hardware trigger input.")
     grab_timeout_ms: float = Field(1000.0, gt=0, le=60_000)
+    emulator: bool = Field(
+        False, description="pylon: use pypylon's camera emulator fed with 'folder', never a real camera (demos, "
+                           "tests); without pypylon the folder is replayed as the camera. A real station leaves "
+                           "this off: its missing camera is then a critical alarm.")
+
+    @model_validator(mode="after")
+    def _emulator_is_pylon(self) -> CameraConfig:
+        if self.emulator and self.type != "pylon":
+            raise ValueError("emulator: true is for type pylon (pypylon's camera emulator)")
+        return self
 
 
 class BridgeSettings(_Section):

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+
 from edge.config import BridgeSettings, CameraConfig, StationConfig
 from firmware_bridge.handshake import LineBridge
 from vision.cameras import Camera, FolderCamera, OpenCVCamera, PylonCamera
 
+log = logging.getLogger(__name__)
+
 
 def build_camera(settings: CameraConfig, config: StationConfig) -> Camera:
     folder = config.resolve(settings.folder) if settings.folder is not None else None
+    if settings.type == "pylon" and settings.emulator and folder is not None and not _pypylon_installed():
+        log.warning("line.camera '%s': pypylon is not installed, so its camera emulator cannot run; replaying "
+                    "%s as the camera instead (pip install 'edge-inspect[camera]' for the emulator)",
+                    settings.name, folder)
+        return FolderCamera(settings.name, folder)
     if settings.type == "pylon":
-        return PylonCamera(settings.name, settings.serial, settings.trigger, settings.trigger_line, folder)
+        return PylonCamera(settings.name, settings.serial, settings.trigger, settings.trigger_line, folder,
+                           emulator=settings.emulator)
     if settings.type == "opencv":
         if settings.uri is None:
             raise ValueError(f"line.camera '{settings.name}': type opencv needs 'uri' (device index, URL or file)")
@@ -18,6 +29,10 @@ def build_camera(settings: CameraConfig, config: StationConfig) -> Camera:
     if folder is None:
         raise ValueError(f"line.camera '{settings.name}': type folder needs 'folder'")
     return FolderCamera(settings.name, folder)
+
+
+def _pypylon_installed() -> bool:
+    return importlib.util.find_spec("pypylon") is not None
 
 
 def build_bridge(settings: BridgeSettings) -> LineBridge:

@@ -1,4 +1,4 @@
-"""Basler cameras through pypylon (also its camera emulator, PYLON_CAMEMU=N).
+"""Basler cameras through pypylon (also its camera emulator, PYLON_CAMEMU=N, or emulator=True).
 
 Software trigger: each capture() executes a trigger and returns that frame. Hardware trigger:
 the camera's input line triggers it and capture() returns the next frame. An unplugged camera
@@ -8,6 +8,7 @@ is reopened on a later capture, at most once per back-off period.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from vision.sources import Frame, image_files
 log = logging.getLogger(__name__)
 
 _MONO_FORMATS = ("Mono8", "Mono10", "Mono12", "Mono16")
+EMULATOR_CLASS = "BaslerCamEmu"  # pypylon's device class of its emulated cameras
 
 
 def _pylon() -> Any:
@@ -34,8 +36,9 @@ def _pylon() -> Any:
 class PylonCamera:
     def __init__(self, name: str, serial: str | None = None, trigger: TriggerMode = "software",
                  trigger_line: str = "Line1", emulation_folder: Path | None = None,
-                 reconnect_backoff_s: float = 2.0) -> None:
+                 reconnect_backoff_s: float = 2.0, emulator: bool = False) -> None:
         self.name = name
+        self.emulator = emulator  # only pypylon's emulated cameras, never a real one
         self.serial = serial
         self.trigger = trigger
         self.trigger_line = trigger_line
@@ -53,16 +56,20 @@ class PylonCamera:
     # -- connection ----------------------------------------------------------------------------
     def open(self) -> None:
         pylon = _pylon()
+        if self.emulator and not os.environ.get("PYLON_CAMEMU", "").strip("0"):
+            os.environ["PYLON_CAMEMU"] = "1"  # read by pypylon at each enumeration
         factory = pylon.TlFactory.GetInstance()
-        devices = [d for d in factory.EnumerateDevices() if self.serial in (None, d.GetSerialNumber())]
+        devices = [d for d in factory.EnumerateDevices() if self.serial in (None, d.GetSerialNumber())
+                   and (not self.emulator or d.GetDeviceClass() == EMULATOR_CLASS)]
         if not devices:
             wanted = f"serial {self.serial}" if self.serial else "any camera"
+            wanted += ", emulated" if self.emulator else ""
             raise CameraError("disconnected", f"camera '{self.name}': no Basler camera found ({wanted})")
         try:
             camera = pylon.InstantCamera(factory.CreateDevice(devices[0]))
             camera.Open()
             self.device_serial = devices[0].GetSerialNumber()
-            if self.emulation_folder is not None and devices[0].GetDeviceClass() == "BaslerCamEmu":
+            if self.emulation_folder is not None and devices[0].GetDeviceClass() == EMULATOR_CLASS:
                 camera.TestImageSelector.Value = "Off"
                 camera.ImageFileMode.Value = "On"
                 camera.ImageFilename.Value = str(self._emulator_images())
