@@ -85,6 +85,20 @@ class TrainingSettings(_Section):
     niceness: int = Field(10, ge=1, le=19, title="Nice increment of the training process")
 
 
+class WorkbenchSettings(_Section):
+    """The maintenance workbench's sampler and retraining (edge.workbench)."""
+
+    sample_band: float = Field(
+        0.15, ge=0, le=1, title="Sampler band",
+        description="Parts whose score lies within this fraction of the threshold (either side) are kept as "
+                    "samples with their image; 0 turns the sampler off.")
+    samples_per_hour: int = Field(60, ge=0, le=3600, title="Sampler rate limit",
+                                  description="At most this many near-threshold parts are kept per hour.")
+    held_out_fraction: float = Field(
+        0.25, gt=0, lt=1, title="Held-back share",
+        description="Share of the labelled samples kept out of retraining, to compare the models on.")
+
+
 class ReplaySource(_Section):
     """Replays image files from a folder, in name order, as if a camera delivered them."""
 
@@ -453,6 +467,7 @@ class StationConfig(_Section):
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
     logging: LoggingSettings = Field(default_factory=lambda: LoggingSettings())
     training: TrainingSettings = Field(default_factory=lambda: TrainingSettings())
+    workbench: WorkbenchSettings = Field(default_factory=lambda: WorkbenchSettings())
     access: AccessSettings = Field(default_factory=lambda: AccessSettings())
     upstream: UpstreamSettings = Field(default_factory=lambda: UpstreamSettings())
     figures: FiguresSettings = Field(default_factory=lambda: FiguresSettings())

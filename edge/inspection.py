@@ -25,6 +25,7 @@ from vision.quality import QualityLimits
 
 if TYPE_CHECKING:
     from acoustic.inspector import AcousticInspector, AcousticResult
+    from edge.workbench.samples import NearThresholdSampler
 
 log = logging.getLogger(__name__)
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "TIFF": "tif"}
@@ -97,6 +98,7 @@ class InspectionService:
         self.default_model = default_model
         self.max_pixels = max_pixels
         self.quality = quality
+        self.sampler: NearThresholdSampler | None = None  # keeps near-threshold parts as samples
 
     def options(self, model: str | None = None) -> JudgeOptions:
         """The station's defaults: its model and quality gate."""
@@ -150,9 +152,12 @@ class InspectionService:
                  original: tuple[bytes, str] | None) -> tuple[Path | None, Path | None, Future[None] | None]:
         """Reserve the image (and, for NG, heat map) files the policy keeps, and queue their writing;
         returns both paths and the Future of the writes."""
-        if not self.archive.wants(result.decision):
+        sampled = self.sampler is not None and self.sampler.choose(result.score, result.threshold)
+        if not sampled and not self.archive.wants(result.decision):
             return None, None, None
         image_path = self.archive.reserve(original[1] if original is not None else "png")
+        if sampled and self.sampler is not None:
+            self.sampler.expect(self.archive.ref(image_path))
         files: list[tuple[Path, FileContent]] = []
         if image_path is not None:
             files.append((image_path, original[0] if original is not None else pixels))

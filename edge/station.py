@@ -29,6 +29,7 @@ from edge.store.chain import append_audit
 from edge.store.signing import StationKey
 from edge.upstream import Upstream
 from edge.upstream.topics import BrokerUrlError
+from edge.workbench import Workbench
 from models.manifest import ManifestError
 from models.registry import ModelRegistry, UnknownModelError
 from vision.sources import FolderReplaySource, FrameSource
@@ -75,6 +76,7 @@ class Station:
         self.access: AccessControl | None = None
         self.key: StationKey | None = None
         self.upstream: Upstream | None = None
+        self.workbench: Workbench | None = None
         self._stopping = threading.Event()
 
     @property
@@ -117,6 +119,8 @@ class Station:
                                             int(cfg.api.max_image_megapixels * 1_000_000),
                                             quality_limits(cfg.quality))
         self._load_acoustic_models()
+        self.workbench = Workbench(self, self.store, self.models, archive)  # sample listener, before start
+        self.inspection.sampler = self.workbench.sampler
         self.quality = attach_quality(self.store, cfg)  # batch figures listener, SPC alarms, batch reports
         try:
             self.upstream = Upstream(cfg.upstream, self.id, self.metrics)
@@ -124,6 +128,7 @@ class Station:
             raise StartupError(f"upstream.mqtt_url: {exc}") from exc
         self.upstream.attach(self.store)  # the outbox listener sees every record from the first one on
         self.store.start()
+        self.workbench.start()
         self.upstream.start()
         self._audit_config()
         self.models.watch()
@@ -264,6 +269,8 @@ class Station:
             runner.stop()
         if self.models is not None:
             self.models.stop()
+        if self.workbench is not None:  # a running retraining ends as interrupted, while the store is open
+            self.workbench.stop()
         if self.upstream is not None:  # before the store closes: it records what was delivered
             self.upstream.stop()
             self.upstream = None

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edge.access import QMS_READ
 from edge.access import install as install_access
-from edge.api import audit, line, operations, pull, verdicts
+from edge.api import audit, line, operations, pull, verdicts, workbench
 from edge.api.batch_figures import build_router as build_figures_router
 from edge.api.errors import install_error_handlers
 from edge.api.limits import BodyLimit, RateLimit
@@ -51,6 +51,7 @@ def create_app(station: Station, stop_station_on_shutdown: bool = False) -> Fast
     app.include_router(audit.build_router(station, access))
     app.include_router(build_figures_router(station, access))
     app.include_router(build_upstream_router(station, access))
+    app.include_router(workbench.build_router(station, access))
 
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(access.requires(QMS_READ))])
     async def metrics() -> Response:

@@ -180,6 +180,25 @@ def _v6_pull_indexes(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS idx_verdicts_label ON verdicts(label)")
 
 
+def _v7_workbench(db: sqlite_utils.Database) -> None:
+    """The maintenance workbench (edge.workbench): labelled samples and retraining jobs.
+
+    ``samples``: one row per kept part (``verdict_id`` unique): from an operator's override or confirmation
+    (origin 'override') or the near-threshold sampler ('sampler'); ``label`` 'good' or a defect label (NULL:
+    not labelled yet); ``excluded`` 1 keeps it out of training and comparison. ``training_jobs``: one row per
+    retraining run; ``held_out`` the sample ids kept out of it (JSON), on which its candidate is compared."""
+    db.execute("CREATE TABLE samples (id INTEGER PRIMARY KEY, verdict_id INTEGER NOT NULL UNIQUE REFERENCES"
+               " verdicts(id), origin TEXT NOT NULL, label TEXT, excluded INTEGER NOT NULL DEFAULT 0,"
+               " image_ref TEXT, score REAL, threshold REAL, model_name TEXT, model_version INTEGER,"
+               " created_at TEXT NOT NULL, updated_at TEXT NOT NULL, updated_by TEXT NOT NULL)")
+    db.execute("CREATE INDEX idx_samples_label ON samples(label, excluded)")
+    db.execute("CREATE TABLE training_jobs (id INTEGER PRIMARY KEY, model_name TEXT NOT NULL, mode TEXT NOT NULL,"
+               " state TEXT NOT NULL, fraction REAL NOT NULL DEFAULT 0, stage TEXT, eta_s REAL,"
+               " requested_by TEXT NOT NULL, created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT,"
+               " trained_on TEXT NOT NULL, held_out TEXT NOT NULL, candidate_version INTEGER,"
+               " base_version INTEGER, error TEXT)")
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema: batches, parts, verdicts, overrides, alarms, audit log", _v1_initial),
     (2, "line traceability: recipe, trigger sequence, actuated decision, late flag", _v2_line_traceability),
@@ -187,6 +206,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (4, "batch figures and SPC state", _v4_batch_figures),
     (5, "outbox for the upstream link", _v5_outbox),
     (6, "indexes for the pull API", _v6_pull_indexes),
+    (7, "maintenance workbench: samples and retraining jobs", _v7_workbench),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
