@@ -7,6 +7,11 @@
 
 Prints lost / duplicated / late counts and trigger-to-result p50 / p99 / max as the PLC sees them.
 Usage: PYLON_CAMEMU=1 .venv/bin/python bench/bench_line.py [--duration 300] [--rate 25] [--model tile-anomaly]
+
+With --simulator-rounds N it measures only `edge-inspect simulate line` (config/line-demo.yaml, as a
+newcomer runs it), alternating N times its simulated PLC in the station's process (--plc-in-process,
+how it ran before) and in a process of its own (how it runs now), with the load average of each run:
+  .venv/bin/python bench/bench_line.py --simulator-rounds 3 --simulator-parts 750 --rate 25
 """
 
 from __future__ import annotations
@@ -107,6 +112,39 @@ def station_run(model: str, images: Path, rate: float, parts: int, queue_size: i
     return report
 
 
+def simulate_line(parts: int, rate: float, in_process: bool) -> dict[str, Any]:
+    """One `edge-inspect simulate line --json` run, as a user would start it."""
+    command = [sys.executable, "-m", "edge.cli", "simulate", "line", "--parts", str(parts), "--rate", str(rate),
+               "--json", *(["--plc-in-process"] if in_process else [])]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=parts / max(rate, 1) * 3 + 120,
+                          check=False)
+    if not done.stdout.strip():
+        raise RuntimeError(f"simulate line failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def simulator_comparison(rounds: int, parts: int, rate: float) -> dict[str, list[dict[str, Any]]]:
+    runs: dict[str, list[dict[str, Any]]] = {"the station's process": [], "its own process": []}
+    print(f"# edge-inspect simulate line, {parts} parts at {rate:g}/s, PLC in the station's process vs its own "
+          f"({os.cpu_count()} cores)")
+    print(f"{'PLC in':<22} {'load 1m':>7} {'lost':>5} {'dup':>5} {'late':>5} {'fail-safe':>9} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'max ms':>8} {'rate/s':>7} targets")
+    for _ in range(rounds):
+        for in_process in (True, False):
+            report = simulate_line(parts, rate, in_process)
+            runs[report["plc"]].append(report)
+            print(f"{report['plc']:<22} {report['host']['before']['load_1m']:>7.2f} {report['lost']:>5} "
+                  f"{report['duplicated']:>5} {report['late']:>5} {report['decisions'].get('FAILSAFE', 0):>9} "
+                  f"{report['p50_ms']:>8.1f} {report['p99_ms']:>8.1f} {report['max_ms']:>8.1f} "
+                  f"{report['achieved_rate_hz']:>7.1f} {'met' if report['targets_met'] else 'MISSED'}", flush=True)
+    for plc, reports in runs.items():
+        p99 = sorted(r["p99_ms"] for r in reports)
+        late = sorted(r["decisions"].get("FAILSAFE", 0) for r in reports)
+        print(f"median over {len(reports)} runs, PLC in {plc}: p99 {p99[len(p99) // 2]:.1f} ms, "
+              f"fail-safe answers {late[len(late) // 2]}")
+    return runs
+
+
 def show(name: str, report: dict[str, Any]) -> None:
     print(f"{name:<34} {report['triggers']:>7} {report['verdicts']:>8} {report['lost']:>5} {report['duplicated']:>5} "
           f"{report['late']:>5} {report['p50_ms']:>8.1f} {report['p99_ms']:>8.1f} {report['max_ms']:>8.1f} "
@@ -122,7 +160,15 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--storm-seconds", type=float, default=20.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--simulator-rounds", type=int, default=0,
+                        help="only compare `simulate line` with its PLC in and out of the station's process")
+    parser.add_argument("--simulator-parts", type=int, default=750)
     args = parser.parse_args()
+    if args.simulator_rounds:
+        runs = simulator_comparison(args.simulator_rounds, args.simulator_parts, args.rate)
+        if args.json:
+            args.json.write_text(json.dumps(runs, indent=2))
+        return 0
 
     images = camera_images(60)
     results: dict[str, Any] = {"model": args.model, "rate": args.rate, "duration_s": args.duration}

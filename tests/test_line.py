@@ -3,14 +3,19 @@ bridge on loopback (and serial over a socat PTY pair), a simulated PLC, SQLite."
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -236,12 +241,95 @@ def test_simulate_line_command_prints_the_report(tmp_path: Path) -> None:
     result = run_cli("simulate", "line", "--parts", "20", "--rate", "20", "--bridge", "modbus", "--json",
                      "--config", str(config), "--data-dir", str(tmp_path / "data"))
     assert result.returncode == 0, result.stderr
-    import json
-
     report = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("triggers", "verdicts", "lost", "duplicated", "late", "p50_ms", "p99_ms"):
         assert key in report
     assert (report["triggers"], report["verdicts"], report["lost"], report["duplicated"]) == (20, 20, 0, 0)
     assert report["stored_verdicts"] == 20
+    assert report["plc"] == "its own process" and report["deadline_ms"] == 5000
+    assert {t["name"] for t in report["targets"]} == {"answered", "duplicated", "p99", "deadline", "verdicts", "rate"}
+    assert report["targets_met"] == all(t["met"] for t in report["targets"])
+    assert {"answered", "duplicated"} <= {t["name"] for t in report["targets"] if t["met"]}
     conn = sqlite3.connect(tmp_path / "data" / "verdicts.db")
     assert conn.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0] == 20
+
+
+def without_emulator_variable() -> dict[str, str]:
+    """The environment of a new user's shell: PYLON_CAMEMU unset (tests/support.py sets it for the others)."""
+    return {k: v for k, v in os.environ.items() if k != "PYLON_CAMEMU"}
+
+
+def test_demo_line_config_runs_as_printed_without_the_emulator_variable(tmp_path: Path) -> None:
+    """The commands in config/line-demo.yaml's header, run as printed from a copy of the project folder's
+    layout (only the ports, so as not to collide, and the part counts, to keep it short, are changed)."""
+    from support import EDGE_INSPECT, PROJECT_ROOT
+
+    demo = PROJECT_ROOT / "config" / "line-demo.yaml"
+    text = demo.read_text()
+    commands = [line[1:].strip() for line in text.splitlines() if line.startswith("#   edge-inspect ")]
+    assert len(commands) == 3, commands
+    bridge_port, api_port = free_port(), free_port()
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "line-demo.yaml").write_text(
+        text.replace("port: 5020", f"port: {bridge_port}").replace("port: 8080", f"port: {api_port}"))
+    (tmp_path / "samples").symlink_to(PROJECT_ROOT / "samples")
+
+    def argv(command: str) -> list[str]:
+        command = command.replace("127.0.0.1:5020", f"127.0.0.1:{bridge_port}")
+        command = re.sub(r"--parts \d+", "--parts 30", command)
+        return [*EDGE_INSPECT, *command.split()[1:]]
+
+    env = without_emulator_variable()
+    assert commands[0] == "edge-inspect run --config config/line-demo.yaml"
+    log = tmp_path / "service.log"
+    with log.open("wb") as out:
+        service = subprocess.Popen(argv(commands[0]), cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert service.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{api_port}/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        plc = subprocess.run(argv(commands[1]), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert plc.returncode == 0, plc.stderr
+        report = json.loads(plc.stdout.strip().splitlines()[-1])
+        assert (report["triggers"], report["verdicts"], report["lost"], report["duplicated"]) == (30, 30, 0, 0)
+        # judged from the emulator's frames (fail-safe answers are possible on a busy host: speed is not tested)
+        assert {"OK", "NG"} & set(report["decisions"]), report
+        line = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/line", timeout=5).json()
+        assert line["camera_connected"] and line["counters"]["camera_errors"] == 0, line
+        alarms = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/alarms", timeout=5).json()
+        assert not [a for a in alarms if a["kind"].startswith("camera")], alarms
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+    assert "camera cam1 open: 0815-" in log.read_text()  # pypylon's emulated camera, asked for by the file
+
+    both = subprocess.run(argv(commands[2]), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert both.returncode == 0, both.stderr
+    out = both.stdout
+    assert "PLC in its own process" in out and "answered 30, lost 0, duplicated 0" in out, out
+    decisions = re.search(r"decisions (\{.*?\})", out)
+    assert decisions is not None and {"OK", "NG"} & set(json.loads(decisions.group(1))), out
+    assert "line targets:" in out and len(re.findall(r"^  (met   |MISSED)  ", out, re.MULTILINE)) == 6, out
+    assert out.rstrip().endswith(("all line targets met", "line targets MISSED")), out
+
+
+def test_a_real_camera_that_is_missing_is_still_a_critical_alarm(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYLON_CAMEMU")  # read by pypylon at each enumeration: no emulated camera now
+    station = Station(load_config(line_config(tmp_path, part_images(tmp_path / "frames"), free_port())))
+    station.start()
+    try:
+        assert station.store is not None and station.line is not None
+        alarms = station.store.alarms(active_only=True)
+        assert [(a.kind, a.severity) for a in alarms] == [("camera_unavailable", "critical")]
+        assert "no Basler camera found" in alarms[0].message
+        assert not station.line.camera.connected
+    finally:
+        station.stop()

@@ -147,7 +147,7 @@ def run_line(args: argparse.Namespace) -> int:
         result.update({"stored_verdicts": counts["verdicts"] - before["verdicts"],
                        "stored_parts": counts["parts"] - before["parts"],
                        "pipeline": station.line.status()["counters"], "config": str(args.config),
-                       "plc": "in the station's process" if args.plc_in_process else "own process",
+                       "plc": "the station's process" if args.plc_in_process else "its own process",
                        "rate_hz": args.rate, "deadline_ms": recipe.deadline_ms,
                        "host": {"before": load_before, "after": _load()},
                        "targets": [check.to_dict() for check in checks],
