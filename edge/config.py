@@ -14,7 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from edge.access.scopes import Scope
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = PROJECT_ROOT / "config" / "station.yaml"
+# edge/defaults/ links to config/ and samples/ in the source tree; a wheel holds copies of them.
+# Resolved, the embedded default is config/station.yaml in a checkout and the copy in an install.
+PACKAGED_DEFAULTS = Path(__file__).resolve().parent / "defaults"
+DEFAULT_CONFIG = (PACKAGED_DEFAULTS / "config" / "station.yaml").resolve()
 CONFIG_ENV = "EDGE_INSPECT_CONFIG"
 MULTIPART_ALLOWANCE = 64 * 1024  # bytes a multipart form may add around its file
 
@@ -524,7 +527,21 @@ class StationConfig(_Section):
 
 
 def default_config_path() -> Path:
+    """The station file used without --config: $EDGE_INSPECT_CONFIG, else the embedded default."""
     return Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG))
+
+
+def installed_data_dir() -> Path:
+    """Data folder of the embedded default when it runs from an installed package (whose own folder may
+    be read-only and is replaced on upgrade): $XDG_DATA_HOME/edge-inspect, by default ~/.local/share/edge-inspect."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "edge-inspect"
+
+
+def _is_installed_default(path: Path) -> bool:
+    resolved = path.resolve()
+    return resolved == DEFAULT_CONFIG and resolved.is_relative_to(PACKAGED_DEFAULTS)
 
 
 def load_config(path: Path | None = None) -> StationConfig:
@@ -545,6 +562,8 @@ def load_config(path: Path | None = None) -> StationConfig:
     for internal in ("base_dir", "source_path"):
         if internal in raw:
             raise ConfigError(f"{path}: key '{internal}' is not allowed")
+    if _is_installed_default(path) and isinstance(raw.get("storage"), dict):
+        raw["storage"] = {**raw["storage"], "data_dir": str(installed_data_dir())}
     try:
         return StationConfig.model_validate({**raw, "base_dir": path.resolve().parent, "source_path": path.resolve()})
     except ValidationError as exc:

@@ -10,6 +10,7 @@ from edge.cli.common import CommandError, add_config_option, config_from
 from edge.logs import setup_logging
 from edge.server import TlsError, server_for, tls_files
 from edge.station import StartupError, Station
+from edge.watchdog import PipelineWatchdog
 
 log = logging.getLogger("edge.run")
 
@@ -51,12 +52,19 @@ def run(args: argparse.Namespace) -> int:
     host = config.api.host
     port = args.port if args.port is not None else config.api.port
     app = create_app(station, stop_station_on_shutdown=True)
-    server = server_for(app, config, host, port)
+    assert station.store is not None, "started above"
+    watchdog = PipelineWatchdog.from_environment(station.store, station.runners)  # under systemd only
+    server = server_for(watchdog.wrap(app) if watchdog else app, config, host, port)
+    if watchdog is not None:  # uvicorn calls it from the event loop, about once a second
+        server.config.callback_notify, server.config.timeout_notify = watchdog.loop_tick, 1
+        watchdog.start()
     scheme = "https" if config.api.tls_certificate else "http"
     log.info("serving on %s://%s:%d (OpenAPI at /docs)", scheme, host, port)
     try:
         server.run()
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         station.stop()  # idempotent; covers a server that never started
     if not server.started:
         raise CommandError(f"could not serve on {host}:{port} (is the port in use?)")
