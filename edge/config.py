@@ -64,6 +64,31 @@ class StorageSettings(_Section):
     min_free_mb: float = Field(1000.0, ge=0, title="Free-space floor, MB",
                                description="Below it the oldest images are deleted and new ones not kept.")
     keep_images_days: int = Field(90, ge=1, le=3650, title="Days to keep images")
+    image_budget_mb: float = Field(
+        10_240.0, ge=0, title="Image disk budget, MB",
+        description="Kept images and heat maps use at most this much; beyond it the oldest are deleted. 0: no "
+                    "budget (only the free-space floor and the age limit apply).")
+    ok_sample_rate: float = Field(
+        0.0, ge=0, le=1, title="Share of OK images kept",
+        description="With save_images: ng, this share of OK parts' images is kept too (picked at random).")
+    ok_grace_minutes: float = Field(
+        10.0, ge=0, le=10_080, title="Minutes an OK image waits for an override",
+        description="With save_images: ng, every OK image is kept this long; one whose verdict an operator "
+                    "overrode or confirmed by then is kept for good, the others deleted. 0: OK images not kept.")
+    archive_after_days: float = Field(
+        90.0, ge=0, title="Archive verdict rows after, days",
+        description="Verdicts older than this move from the database to compressed files under <data>/archive "
+                    "(only once delivered upstream when the QMS link is configured). 0: never.")
+    archive_file_records: int = Field(100_000, ge=100, le=10_000_000, title="Verdicts per archive file at most")
+    backup_interval_hours: float = Field(
+        24.0, ge=0, title="Backup every, hours",
+        description="An online backup of the database (SQLite's backup API, checked) this often. 0: none.")
+    backup_dir: Path | None = Field(
+        None, title="Backup folder", description="Where scheduled backups go (default <data>/backups); better on "
+                                                 "another disk. Relative to the config file.")
+    backup_keep: int = Field(7, ge=1, le=1000, title="Backups kept", description="The oldest beyond are deleted.")
+    housekeeping_interval_s: float = Field(60.0, gt=0, le=3600, title="Housekeeping every, seconds",
+                                           description="How often retention, archiving and backups are checked.")
 
 
 class ModelSettings(_Section):
@@ -524,6 +549,15 @@ class StationConfig(_Section):
     @property
     def database_path(self) -> Path:
         return self.data_dir / self.storage.database
+
+    @property
+    def archive_dir(self) -> Path:
+        """Where verdict rows moved out of the database are kept (edge.store.archiving)."""
+        return self.data_dir / "archive"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.data_dir / "backups" if self.storage.backup_dir is None else self.resolve(self.storage.backup_dir)
 
 
 def default_config_path() -> Path:

@@ -155,7 +155,8 @@ class InspectionService:
         sampled = self.sampler is not None and self.sampler.choose(result.score, result.threshold)
         if not sampled and not self.archive.wants(result.decision):
             return None, None, None
-        image_path = self.archive.reserve(original[1] if original is not None else "png")
+        image_path = self.archive.reserve(original[1] if original is not None else "png",
+                                          None if sampled else result.decision)  # an OK one may be kept a while
         if sampled and self.sampler is not None:
             self.sampler.expect(self.archive.ref(image_path))
         files: list[tuple[Path, FileContent]] = []

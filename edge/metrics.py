@@ -41,6 +41,9 @@ class StationMetrics:
                                  "failsafe, late, overload, camera_errors, invalid)", ["event"], registry=r)
         self.archive_events = Gauge("edge_archive_events", "Image archive counts since start (skipped_low_disk: "
                                     "images not kept for lack of space; failed_writes)", ["event"], registry=r)
+        self.image_bytes = Gauge("edge_image_bytes", "Bytes of kept images and heat maps", registry=r)
+        self.image_budget = Gauge("edge_image_budget_bytes", "Disk budget for images (0: none)", registry=r)
+        self.data_free = Gauge("edge_data_free_bytes", "Free space on the data folder's filesystem", registry=r)
         self.requests = Counter("edge_http_requests", "HTTP requests by route and status",
                                 ["method", "route", "status"], registry=r)
         self.verdicts = Counter("edge_verdicts", "Stored verdicts by modality, decision and model",
@@ -94,3 +97,6 @@ class StationMetrics:
         if archive is not None:
             self.archive_events.labels("skipped_low_disk").set(archive.skipped_low_disk)
             self.archive_events.labels("failed_writes").set(archive.failed_writes)
+            self.archive_events.labels("deleted").set(archive.removed_files)
+            self.image_bytes.set(archive.bytes_used)
+            self.image_budget.set(archive.budget_bytes)

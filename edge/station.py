@@ -23,8 +23,10 @@ from edge.metrics import StationMetrics
 from edge.microphone import ContinuousListener, build_microphone
 from edge.model_manager import ModelManager
 from edge.quality import attach_quality
+from edge.retention import StorageKeeper
 from edge.runner import SourceRunner
 from edge.store import VerdictStore
+from edge.store.backup import StationLock, integrity_problems
 from edge.store.chain import append_audit
 from edge.store.signing import StationKey
 from edge.upstream import Upstream
@@ -76,6 +78,8 @@ class Station:
         self.access: AccessControl | None = None
         self.key: StationKey | None = None
         self.upstream: Upstream | None = None
+        self.keeper: StorageKeeper | None = None
+        self._lock: StationLock | None = None
         self.workbench: Workbench | None = None
         self._stopping = threading.Event()
 
@@ -86,6 +90,7 @@ class Station:
     def start(self, with_sources: bool = True) -> None:
         cfg = self.config
         check_writable("data folder", cfg.data_dir)
+        self._check_database()
         try:
             self.store = VerdictStore(cfg.database_path, cfg.storage.commit_interval_ms / 1000.0,
                                       cfg.storage.max_commit_batch, cfg.storage.sync)
@@ -111,10 +116,8 @@ class Station:
             except (ManifestError, UnknownModelError, ValueError) as exc:
                 raise StartupError(f"model '{name}' cannot be loaded: {exc}") from exc
         archive = ImageArchive(cfg.data_dir, cfg.storage.save_images, cfg.storage.min_free_mb,
-                               cfg.storage.keep_images_days)
-        self._housekeeping = threading.Thread(target=self._keep_house, args=(archive,), name="housekeeping",
-                                              daemon=True)
-        self._housekeeping.start()
+                               cfg.storage.keep_images_days, cfg.storage.image_budget_mb, cfg.storage.ok_sample_rate,
+                               cfg.storage.ok_grace_minutes)
         self.inspection = InspectionService(self.models, self.store, archive, self.metrics, cfg.models.vision,
                                             int(cfg.api.max_image_megapixels * 1_000_000),
                                             quality_limits(cfg.quality))
@@ -128,6 +131,8 @@ class Station:
             raise StartupError(f"upstream.mqtt_url: {exc}") from exc
         self.upstream.attach(self.store)  # the outbox listener sees every record from the first one on
         self.store.start()
+        self.keeper = StorageKeeper(cfg, self.store, archive, self.metrics)  # images, archives, backups
+        self.keeper.start()
         self.workbench.start()
         self.upstream.start()
         self._audit_config()
@@ -215,19 +220,22 @@ class Station:
         except OSError as exc:
             raise StartupError(f"the line bridge cannot start ({cfg.line.bridge.type}): {exc}") from exc
 
-    def _keep_house(self, archive: ImageArchive, interval_s: float = 60.0) -> None:
-        skipped_before = 0
-        while not self._stopping.is_set():
-            try:
-                archive.enforce_retention()
-            except OSError as exc:
-                log.error("image retention failed: %s", exc)
-            newly_skipped, skipped_before = archive.skipped_low_disk - skipped_before, archive.skipped_low_disk
-            if newly_skipped and self.store is not None:
-                self.store.raise_alarm("disk_low", f"free space on {self.config.data_dir} is below "
-                                       f"{self.config.storage.min_free_mb:.0f} MB: images are not being kept",
-                                       "warning", "archive")
-            self._stopping.wait(interval_s)
+    def _check_database(self) -> None:
+        """Hold the data folder's station lock (a restore waits for it) and check the database file's
+        integrity before opening it; a damaged one stops the start with what to do."""
+        path = self.config.database_path
+        self._lock = StationLock(self.config.data_dir)
+        if not self._lock.acquire(exclusive=False):
+            raise StartupError(f"a database restore is running on {self.config.data_dir}: start the station once "
+                               f"`edge-inspect db restore` has finished")
+        problems = integrity_problems(path, quick=True) if path.is_file() else []
+        if problems:
+            self._lock.release()
+            raise StartupError(
+                f"the verdict database {path} failed its integrity check ({'; '.join(problems[:3])}). Restore the "
+                f"latest sound backup with `edge-inspect db restore PATH` (scheduled backups are in "
+                f"{self.config.backup_dir}); the damaged file is kept aside. Or move the file away to start an "
+                f"empty database.")
 
     def _build_source(self, settings: ReplaySource) -> FrameSource:
         try:
@@ -256,6 +264,9 @@ class Station:
     def stop(self) -> None:
         """Stop sources, then drain and close the store. Safe to call more than once."""
         self._stopping.set()
+        if self.keeper is not None:
+            self.keeper.stop()
+            self.keeper = None
         if self.line is not None:
             self.line.stop()
             self.line = None
@@ -278,3 +289,6 @@ class Station:
             self.store.close()
         if self.inspection is not None:
             self.inspection.archive.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

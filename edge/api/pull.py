@@ -39,6 +39,7 @@ from edge.api.pull_schemas import (
 from edge.api.schemas import ERROR_RESPONSES, BatchRecord, VerdictPage, VerdictRecord
 from edge.station import Station
 from edge.store import NotFoundError, Verdict, VerdictStore
+from edge.store.archiving import archived_through
 from edge.store.queries import (
     VerdictFilter,
     batch_page,
@@ -169,10 +170,13 @@ def build_router(station: Station, access: AccessControl) -> APIRouter:
                             since: Annotated[int, SINCE] = 0, limit: Annotated[int, LIMIT] = 100) -> Response:
         flt = query.filter
         _check_times(flt.created_from, flt.created_to)
-        page = await run_in_threadpool(lambda: verdict_page(store().reader(), flt, since, limit))
-        body = b'{"items":%s,"next_cursor":%d,"has_more":%s}' % (
-            _PAGE.dump_json(page.items), max(since, page.scanned_to), b"true" if page.has_more else b"false")
-        return Response(body, media_type="application/json")
+        page, through = await run_in_threadpool(
+            lambda: (verdict_page(store().reader(), flt, since, limit), archived_through(store().reader())))
+        body = b'{"items":%s,"next_cursor":%d,"has_more":%s%s}' % (
+            _PAGE.dump_json(page.items), max(since, page.scanned_to), b"true" if page.has_more else b"false",
+            b',"archived_through":%d' % through if since < through else b"")  # not a silent gap
+        headers = {"X-Archived-Through": str(through)} if through else None
+        return Response(body, media_type="application/json", headers=headers)
 
     @router.get("/overrides", tags=["verdicts"], response_model=OverridePage,
                 summary="Operator overrides and confirmations after a cursor, in commit order",

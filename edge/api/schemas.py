@@ -125,6 +125,12 @@ class VerdictPage(BaseModel):
     next_cursor: int = Field(description="Pass as ?since= to get the following verdicts: the highest id this page "
                                          "examined, so filtered pulls never rescan.", examples=[1042])
     has_more: bool = Field(description="More matching verdicts follow; false: pull again later.", examples=[False])
+    archived_through: int | None = Field(
+        None, description="Present when `since` lies before the live record: verdicts up to this id were moved from "
+                          "the database to archive files on the station (<data>/archive, gzip NDJSON with a manifest; "
+                          "`edge-inspect audit verify --archives` checks them), so this page starts at the first "
+                          "live verdict after them. The header X-Archived-Through gives the same id on every page.",
+        examples=[None])
 
 
 class OverrideRequest(BaseModel):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sqlite3
 import sys
 from dataclasses import asdict
 
 from edge.cli.common import CommandError, add_config_option, config_from
+from edge.store.archiving import verify_archives
 from edge.store.chain import head
 from edge.store.records import AuditEntry, from_row
 from edge.store.schema import connect
@@ -26,6 +28,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "bad record is named with what is wrong. Exit 2: the database cannot be read.")
     add_config_option(verify)
     verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.add_argument("--archives", action="store_true",
+                        help="also check the archive files verdict rows were moved to (<data>/archive): each "
+                             "file's SHA-256, every record's hash and the links from file to file and to the live "
+                             "chain")
     verify.set_defaults(handler=run_verify)
     show_head = actions.add_parser("head", help="the last record id and hash of each chain (to anchor upstream)")
     add_config_option(show_head)
@@ -53,21 +59,38 @@ def _open(args: argparse.Namespace) -> sqlite3.Connection:
 def run_verify(args: argparse.Namespace) -> int:
     conn = _open(args)
     conn.close()
+    config = config_from(args)
     try:
-        reports = verify_database(config_from(args).database_path)
+        reports = verify_database(config.database_path)
+        archives = None
+        if args.archives:
+            with contextlib.closing(connect(config.database_path, readonly=True)) as conn:
+                archives = verify_archives(conn, config.archive_dir)
     except sqlite3.Error as exc:
         raise CommandError(f"the database cannot be read to the end: {exc}") from exc
-    intact = all(r.intact for r in reports)
+    intact = all(r.intact for r in reports) and (archives is None or archives.intact)
     if args.json:
-        print(json.dumps({"intact": intact, "chains": [
+        document: dict[str, object] = {"intact": intact, "chains": [
             {"chain": r.chain, "records_verified": r.records, "head": {"id": r.head_id, "hash": r.head_hash},
-             "finding": None if r.finding is None else asdict(r.finding)} for r in reports]}))
+             "archived_through": r.anchor_id, "finding": None if r.finding is None else asdict(r.finding)}
+            for r in reports]}
+        if archives is not None:
+            document["archives"] = {"files": archives.files, "records_verified": archives.records,
+                                    "intact": archives.intact,
+                                    "finding": None if archives.finding is None else asdict(archives.finding)}
+        print(json.dumps(document))
     else:
         for r in reports:
             state = "intact" if r.intact else "BROKEN"
-            print(f"{r.chain}: {state}, {r.records} records verified, head {r.head_id} {r.head_hash[:16]}…")
+            archived = f" (records up to {r.anchor_id} are archived)" if r.anchor_id else ""
+            print(f"{r.chain}: {state}, {r.records} records verified, head {r.head_id} {r.head_hash[:16]}…{archived}")
             if r.finding is not None:
                 print(f"  first bad record: {r.finding.record_id} ({r.finding.problem}): {r.finding.message}")
+        if archives is not None:
+            state = "intact" if archives.intact else "BROKEN"
+            print(f"archives: {state}, {archives.files} files, {archives.records} records verified")
+            if archives.finding is not None:
+                print(f"  {archives.finding.problem}: {archives.finding.message}")
     return 0 if intact else 1
 
 

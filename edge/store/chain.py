@@ -58,6 +58,16 @@ def head(conn: sqlite3.Connection, chain: ChainName) -> tuple[int, str]:
     return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
 
+def anchor(conn: sqlite3.Connection, chain: ChainName) -> tuple[int, str]:
+    """(id, hash) of a chain's last archived record, where the live chain starts; (0, GENESIS) when none
+    was archived (or the database predates archives)."""
+    try:
+        row = conn.execute("SELECT last_id, hash FROM chain_anchors WHERE chain = ?", (chain,)).fetchone()
+    except sqlite3.OperationalError:  # no such table: schema before version 8
+        return 0, GENESIS
+    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+
 def advance(conn: sqlite3.Connection, chain: ChainName, last_id: int, last_hash: str) -> None:
     conn.execute("INSERT INTO chain_heads (chain, last_id, hash) VALUES (?, ?, ?) ON CONFLICT(chain) DO UPDATE"
                  " SET last_id = excluded.last_id, hash = excluded.hash", (chain, last_id, last_hash))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -199,6 +200,40 @@ def _v7_workbench(db: sqlite_utils.Database) -> None:
                " base_version INTEGER, error TEXT)")
 
 
+def _v8_archives(db: sqlite_utils.Database) -> None:
+    """Verdict rows moved to archive files (edge.store.archiving): ``archives`` lists each file with its id
+    range and the chain hashes at both ends; ``chain_anchors`` holds the last archived record of a chain, so
+    the live chain starts from its hash. Overrides, late answers and workbench samples outlive the verdicts
+    they refer to (the QMS feeds and training carry them): their foreign keys to ``verdicts`` are dropped."""
+    conn = db.conn
+    conn.execute("CREATE TABLE archives (id INTEGER PRIMARY KEY, chain TEXT NOT NULL, file TEXT NOT NULL UNIQUE,"
+                 " first_id INTEGER NOT NULL, last_id INTEGER NOT NULL, records INTEGER NOT NULL,"
+                 " prev_hash TEXT NOT NULL, last_hash TEXT NOT NULL, sha256 TEXT NOT NULL,"
+                 " first_at TEXT NOT NULL, last_at TEXT NOT NULL, created_at TEXT NOT NULL)")
+    conn.execute("CREATE TABLE chain_anchors (chain TEXT PRIMARY KEY, last_id INTEGER NOT NULL, hash TEXT NOT NULL)")
+    for table in ("overrides", "late_answers", "samples"):
+        _drop_verdict_keys(conn, table)
+
+
+_VERDICT_KEY = re.compile(r'\s*REFERENCES\s+"?verdicts"?\s*\(\s*"?id"?\s*\)', re.IGNORECASE)
+
+
+def _drop_verdict_keys(conn: sqlite3.Connection, table: str) -> None:
+    """Rebuild ``table`` as it is, less its REFERENCES verdicts(id) clauses (SQLite cannot drop a key in place)."""
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+    if row is None or not _VERDICT_KEY.search(row[0]):
+        return
+    indexes = [r[0] for r in conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?"
+                                          " AND sql IS NOT NULL", (table,))]
+    rebuilt = re.sub(rf'^CREATE TABLE\s+"?{table}"?', f'CREATE TABLE "{table}_rebuilt"', _VERDICT_KEY.sub("", row[0]))
+    conn.execute(rebuilt)
+    conn.execute(f'INSERT INTO "{table}_rebuilt" SELECT * FROM "{table}"')
+    conn.execute(f'DROP TABLE "{table}"')
+    conn.execute(f'ALTER TABLE "{table}_rebuilt" RENAME TO "{table}"')
+    for index in indexes:
+        conn.execute(index)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema: batches, parts, verdicts, overrides, alarms, audit log", _v1_initial),
     (2, "line traceability: recipe, trigger sequence, actuated decision, late flag", _v2_line_traceability),
@@ -207,6 +242,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (5, "outbox for the upstream link", _v5_outbox),
     (6, "indexes for the pull API", _v6_pull_indexes),
     (7, "maintenance workbench: samples and retraining jobs", _v7_workbench),
+    (8, "verdict archives: archive files, chain anchors; overrides outlive archived verdicts", _v8_archives),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -21,6 +21,7 @@ import sqlite_utils
 from edge.store.chain import (
     VERDICT_FIELDS,
     advance,
+    anchor,
     append_audit,
     commit_time,
     head,
@@ -182,7 +183,7 @@ class VerdictStore:
         def operation(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT actuated FROM verdicts WHERE id = ?", (verdict_id,)).fetchone()
             if row is None:
-                raise NotFoundError(f"verdict {verdict_id} does not exist")
+                raise NotFoundError(_missing(conn, verdict_id))
             now = utc_now()
             conn.execute("INSERT OR REPLACE INTO late_answers (verdict_id, actuated, recorded_at) VALUES (?, ?, ?)",
                          (verdict_id, actuated, now))
@@ -243,7 +244,7 @@ class VerdictStore:
                 " LEFT JOIN overrides o ON o.id = (SELECT MAX(id) FROM overrides WHERE verdict_id = v.id)"
                 " WHERE v.id = ?", (verdict_id,)).fetchone()
             if row is None:
-                raise NotFoundError(f"verdict {verdict_id} does not exist")
+                raise NotFoundError(_missing(conn, verdict_id))
             now = utc_now()
             override_id = conn.execute(
                 "INSERT INTO overrides (verdict_id, decision, label, operator, reason, created_at)"
@@ -383,6 +384,15 @@ def _verdict_values(verdict_id: int, part_id: int, serial: str, batch_id: int | 
         v.decision, v.reason, _real(v.latency_ms), v.image_ref, v.heatmap_ref, part.source, part.station, now,
         to_json(v.details) if v.details else None, v.recipe, v.actuated, int(v.late), part.actor, refers_to,
     ]
+
+
+def _missing(conn: sqlite3.Connection, verdict_id: int) -> str:
+    """Why a verdict id names no row: never stored, or moved to an archive file (edge.store.archiving)."""
+    archived_to = anchor(conn, "verdicts")[0]
+    if 0 < verdict_id <= archived_to:
+        return (f"verdict {verdict_id} is archived (verdicts up to {archived_to} were moved from the database to "
+                f"archive files): it can no longer be changed")
+    return f"verdict {verdict_id} does not exist"
 
 
 def _real(value: float | None) -> float | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from edge.store.chain import AUDIT_FIELDS, GENESIS, VERDICT_FIELDS, ChainName, head, record_hash
+from edge.store.chain import AUDIT_FIELDS, VERDICT_FIELDS, ChainName, anchor, head, record_hash
 
 Problem = Literal["altered", "inserted", "deleted", "reordered", "head_mismatch"]
 
@@ -20,6 +20,7 @@ _SELECT: dict[ChainName, str] = {
         fields=", ".join(f"p.{c}" if c in ("serial", "batch_id", "lot") else f"v.{c}" for c in VERDICT_FIELDS)),
     "audit": f"SELECT {', '.join(AUDIT_FIELDS)}, prev_hash, hash FROM audit_log",
 }
+CHAIN_SELECT = _SELECT  # each chain's records: the hashed fields in order, then prev_hash and hash
 _TABLE: dict[ChainName, str] = {"verdicts": "verdicts", "audit": "audit_log"}
 _ALIAS: dict[ChainName, str] = {"verdicts": "v.", "audit": ""}
 
@@ -39,6 +40,7 @@ class ChainReport:
     head_id: int
     head_hash: str
     finding: Finding | None
+    anchor_id: int = 0  # the last record moved to archive files: the live chain starts after it
 
     @property
     def intact(self) -> bool:
@@ -121,30 +123,32 @@ def _parallel_check(path: Path, conn: sqlite3.Connection, chain: ChainName, work
     bounds = [low - 1 + (high - low + 1) * i // workers for i in range(workers)] + [high]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         ranges = list(pool.map(_check_range, [path] * workers, [chain] * workers, bounds[:-1], bounds[1:]))
-    expected, count = GENESIS, 0
+    anchor_id, expected = anchor(conn, chain)
+    count = 0
     for part in ranges:
         if not part.intact or (part.count and part.first_prev != expected):
             return None
         if part.count:
-            expected, count = part.last_hash or GENESIS, count + part.count
+            expected, count = part.last_hash or expected, count + part.count
     head_id, head_hash = head(conn, chain)
     if ranges[-1].last_id != head_id or expected != head_hash:
         return None  # the walk in one piece names what is wrong with the head
-    return ChainReport(chain, count, head_id, head_hash, None)
+    return ChainReport(chain, count, head_id, head_hash, None, anchor_id)
 
 
 def verify_chain(conn: sqlite3.Connection, chain: ChainName,
                  progress: Callable[[int], None] | None = None) -> ChainReport:
     head_id, head_hash = head(conn, chain)
-    expected, last_id, before_last, count = GENESIS, 0, 0, 0
+    anchor_id, expected = anchor(conn, chain)  # (0, GENESIS) unless records were archived
+    last_id, before_last, count = anchor_id, 0, 0
     cursor = conn.execute(_SELECT[chain] + f" ORDER BY {_ALIAS[chain]}id")
     cursor.row_factory = None  # plain tuples: the walk is the hot loop
     for raw in cursor:
         *values, prev_hash, stored = raw
         if prev_hash != expected or record_hash(prev_hash, values) != stored:
             row = _Row(values[0], tuple(values), prev_hash, stored)
-            broken = _diagnose(conn, chain, last_id, expected, row, head_id, before_last)
-            return ChainReport(chain, count, head_id, head_hash, broken)
+            broken = _diagnose(conn, chain, last_id, expected, row, head_id, before_last, anchor_id)
+            return ChainReport(chain, count, head_id, head_hash, broken, anchor_id)
         expected, last_id, before_last = stored, values[0], last_id
         count += 1
         if progress is not None and count % 100_000 == 0:
@@ -161,15 +165,21 @@ def verify_chain(conn: sqlite3.Connection, chain: ChainName,
     elif expected != head_hash:
         finding = Finding(chain, last_id, "head_mismatch",
                           f"the {chain} chain head (record {head_id}) does not match its last record {last_id}")
-    return ChainReport(chain, count, head_id, head_hash, finding)
+    return ChainReport(chain, count, head_id, head_hash, finding, anchor_id)
 
 
 def _diagnose(conn: sqlite3.Connection, chain: ChainName, good_id: int, good_hash: str, row: _Row,
-              head_id: int, before_good_id: int) -> Finding:
+              head_id: int, before_good_id: int, anchor_id: int = 0) -> Finding:
     """Why ``row`` breaks the chain after the last record that linked (``good_id``, ``good_hash``;
-    ``before_good_id`` the one before that)."""
+    ``before_good_id`` the one before that; ``anchor_id`` the last archived record)."""
     where = f"{chain} record {row.id}"
-    after = f"record {good_id}" if good_id else "the start of the chain"
+    if good_id and good_id == anchor_id:
+        after = f"the last archived record {good_id}"
+    else:
+        after = f"record {good_id}" if good_id else "the start of the chain"
+    if row.id <= anchor_id:
+        return Finding(chain, row.id, "inserted", f"{where} lies in the archived range (records up to {anchor_id} "
+                                                  f"were moved to archive files) but is still in the database")
     if row.id > head_id:
         return Finding(chain, row.id, "inserted", f"{where} was inserted: it lies past the chain head "
                                                   f"(record {head_id} is the last one chained)")

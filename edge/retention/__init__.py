@@ -1,0 +1,5 @@
+"""Storage that never fills: image retention by rule and budget, verdict rows archived by age, scheduled backups."""
+
+from edge.retention.keeper import StorageKeeper
+
+__all__ = ["StorageKeeper"]
