@@ -39,7 +39,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 from support import EDGE_INSPECT, PROJECT_ROOT, LiveService, cli_token, free_port, jpeg, write_station_config
 
@@ -113,6 +115,24 @@ def missing(db: Path, acknowledged: dict[int, str]) -> dict[int, tuple[str, str 
     return {i: (d, stored.get(i)) for i, d in acknowledged.items() if stored.get(i) != d}
 
 
+def broken_images(config: Path, acknowledged: dict[int, str]) -> tuple[int, list[str]]:
+    """(how many acknowledged verdicts kept an image, those images missing or not decoding): an answer waits
+    for its image to be written."""
+    settings = load_config(config)
+    conn = sqlite3.connect(settings.database_path)
+    try:
+        rows = conn.execute("SELECT id, image_ref FROM verdicts WHERE image_ref IS NOT NULL").fetchall()
+    finally:
+        conn.close()
+    refs = [ref for verdict_id, ref in rows if verdict_id in acknowledged]
+    broken = []
+    for ref in refs:
+        path = settings.data_dir / ref
+        if not path.is_file() or cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED) is None:
+            broken.append(ref)
+    return len(refs), broken
+
+
 def integrity(db: Path) -> str:
     conn = sqlite3.connect(db)
     try:
@@ -131,7 +151,7 @@ def audit_verify(config: Path) -> tuple[int, dict[str, object]]:
 def test_acknowledged_verdicts_survive_random_sigkills_under_load(tmp_path: Path) -> None:
     """Five rounds: start, load from three AOI clients, SIGKILL at a random instant (some just after the
     start), restart. Every start must succeed, and at the end every acknowledged verdict is present with
-    its decision, the database passes its integrity check and both chains verify."""
+    its decision and its kept image whole, the database passes its integrity check and both chains verify."""
     rng, seed = seeded("sigkill")
     config = write_station_config(tmp_path)
     load = Load(cli_token(config, "aoi-1", "aoi:verdict"))
@@ -146,6 +166,8 @@ def test_acknowledged_verdicts_survive_random_sigkills_under_load(tmp_path: Path
     db = load_config(config).database_path
     assert integrity(db) == "ok", f"seed {seed}"
     assert not missing(db, acknowledged), f"seed {seed}: acknowledged verdicts lost or changed"
+    kept, broken = broken_images(config, acknowledged)
+    assert kept > 0 and not broken, f"seed {seed}: {len(broken)} of {kept} kept images of acknowledged verdicts broken"
     code, report = audit_verify(config)
     assert code == 0 and report["intact"] is True, f"seed {seed}: {report}"
     # ... and the station still starts on it and goes on recording.
