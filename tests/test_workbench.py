@@ -4,16 +4,18 @@ promote and roll back with the running station swapping models, camera set-up re
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from modelkit import dark_part
-from support import bearer, encode, write_station_config
+from support import bearer, encode, free_port, write_station_config
 
 from edge.api.app import create_app
 from edge.config import load_config
@@ -126,16 +128,20 @@ def test_the_sampler_keeps_near_threshold_parts_with_their_image_rate_limited(tm
             samples = client.get("/api/v1/samples?state=unlabelled", headers=tech).json()["samples"]
             assert sorted(s["verdict_id"] for s in samples) == [near[0]["id"], near[1]["id"]], "two an hour"
             assert all(s["origin"] == "sampler" and s["has_image"] for s in samples)
-            for s in samples:  # an OK part's image, kept although the archive keeps NG images only
+            assert station.store is not None
+            for s in samples:  # an OK part's image, kept for good (not only through the archive's grace period)
                 assert client.get(s["image_url"], headers=tech).status_code == 200
-            assert client.get(f"/api/v1/verdicts/{far['id']}/image", headers=tech).status_code == 404
+                verdict = station.store.verdict(s["verdict_id"])
+                assert verdict is not None and verdict.image_ref and ".grace" not in verdict.image_ref
+            everything = client.get("/api/v1/samples", headers=tech).json()["samples"]
+            assert far["id"] not in {s["verdict_id"] for s in everything}, "a part far from the threshold is no sample"
     finally:
         station.stop()
 
 
 def test_too_few_samples_is_a_clear_refusal(bench: tuple[Station, TestClient, dict[str, str],
                                                           dict[str, str]]) -> None:
-    station, client, tech, viewer = bench
+    _, client, tech, viewer = bench
     collect(client, tech, good=5, spots=0)
     refused = client.post("/api/v1/training-jobs", json={"mode": "good-only"}, headers=tech)
     assert refused.status_code == 422, refused.text
@@ -198,7 +204,7 @@ def test_retrain_compare_set_threshold_promote_and_roll_back(bench: tuple[Statio
         assert set(version["misses_by_label"]) == {"spot"} and version["judged_files"] == 4
         rates = [(p["false_reject_rate"], p["miss_rate"]) for p in version["curve"]]
         assert rates[0][0] == 1.0 and rates[-1][0] <= 1 / 3, "false rejects fall as the threshold rises"
-        assert all(a[1] <= b[1] for a, b in zip(rates, rates[1:], strict=False)), "misses only rise"
+        assert all(a[1] <= b[1] for a, b in itertools.pairwise(rates)), "misses only rise"
     assert running["false_rejects"] == 0 and running["misses_by_label"] == {"spot": 0}
     assert all(d["verdict_id"] is not None for d in report["disagreements"])
     assert client.get(f"/api/v1/training-jobs/{job['id']}/compare", headers=viewer).status_code == 403
@@ -255,14 +261,47 @@ def test_camera_set_up_says_when_there_is_no_camera(bench: tuple[Station, TestCl
     assert client.get("/api/v1/camera/frame", headers=tech).status_code == 409
 
 
+def test_camera_set_up_on_the_emulated_basler_line(tmp_path: Path) -> None:
+    """pypylon's emulated camera on a line: refused while the line runs; once stopped, a JPEG preview,
+    its sharpness and quality verdict, and exposure and gain set through the camera, audited."""
+    pytest.importorskip("pypylon", reason="the camera extra (pypylon) is not installed")
+    from test_line import line_config, part_images
+
+    station = Station(load_config(line_config(tmp_path, part_images(tmp_path / "frames"), free_port())))
+    station.start()
+    try:
+        with TestClient(create_app(station), base_url="http://127.0.0.1") as client:
+            tech = bearer(station, "tech", ["maintenance"])
+            status = client.get("/api/v1/camera", headers=tech).json()
+            assert status["available"] and status["adjustable"] and status["line_stopped"] is False
+            running = client.get("/api/v1/camera/frame", headers=tech)
+            assert running.status_code == 409 and "stop the line first" in running.json()["error"]["message"]
+            assert client.post("/api/v1/line/stop", json={"reason": "camera set-up"}, headers=tech).status_code == 200
+            frame = client.get("/api/v1/camera/frame", headers=tech)
+            assert frame.status_code == 200 and frame.headers["content-type"] == "image/jpeg"
+            preview = cv2.imdecode(np.frombuffer(frame.content, np.uint8), cv2.IMREAD_UNCHANGED)
+            assert preview is not None and preview.shape[:2] == (120, 160)
+            check = client.get("/api/v1/camera", headers=tech).json()["last_frame"]
+            assert check["sharpness"] > 0 and check["verdict"] == "OK" and check["problem"] is None
+            applied = client.post("/api/v1/camera/settings", json={"exposure_us": 2500, "gain_db": 3}, headers=tech)
+            assert applied.status_code == 200, applied.text
+            assert (applied.json()["exposure_us"], applied.json()["gain_db"]) == (2500, 3)
+            assert station.line is not None
+            device = station.line.camera._camera  # type: ignore[attr-defined]  # pypylon's: the values reached it
+            assert device.ExposureTime.Value == pytest.approx(2500) and device.Gain.Value == pytest.approx(3, abs=0.01)
+            entry = audit(station, "camera_set_up")[0]
+            assert entry.actor == "token:tech" and entry.after == {"exposure_us": 2500, "gain_db": 3}
+            assert client.post("/api/v1/camera/settings", json={"gain_db": 99}, headers=tech).status_code == 422
+    finally:
+        station.stop()
+
+
 def test_sharpness_follows_focus() -> None:
     """The focus aid's figure: a blurred frame scores lower than the same frame in focus."""
     from vision.quality import QualityLimits, assess
 
     sharp = dark_part(size=(120, 160), seed=3)
     sharp[40:80, 40:120] = 200
-    import cv2
-
-    blurred = cv2.GaussianBlur(sharp, (9, 9), 4)
+    blurred = np.asarray(cv2.GaussianBlur(sharp, (9, 9), 4), dtype=np.uint8)
     assert assess(blurred, QualityLimits()).sharpness < assess(sharp, QualityLimits()).sharpness / 4
     assert np.any(blurred != sharp)

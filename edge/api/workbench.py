@@ -179,7 +179,9 @@ def build_router(station: Station, access: AccessControl) -> APIRouter:
 
     @router.get("/training-jobs/{job_id}/compare", tags=["workbench"], dependencies=[maintenance_read],
                 summary="The job's candidate against the running model on the held-back samples",
-                description="False rejects and misses per defect type, AUROC, score histograms with each "
+                description="Once the candidate is promoted, against the version it replaced "
+                            "(`running_version`; `candidate_running` true). "
+                            "False rejects and misses per defect type, AUROC, score histograms with each "
                             "threshold, each version's threshold curve, and the parts they disagree on (verdict "
                             "ids: their images at /api/v1/verdicts/{id}/image).")
     async def compare(job_id: int) -> dict[str, Any]:

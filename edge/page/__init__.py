@@ -44,9 +44,10 @@ if TYPE_CHECKING:  # edge.station imports edge.page.hub: no import of the statio
 
 def install(app: FastAPI, station: Station, access: AccessControl) -> None:
     """The page's views, its static files, the live event stream and the offline /docs."""
-    from edge.page import docs, events, views  # here: edge.station imports edge.page.hub at start-up
+    from edge.page import docs, events, views, workbench  # here: edge.station imports edge.page.hub at start-up
 
     app.include_router(events.build_router(station, access))
     app.include_router(views.build_router(station))
+    app.include_router(workbench.build_router(station))
     docs.install(app)
     views.mount_static(app)

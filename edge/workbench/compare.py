@@ -66,6 +66,7 @@ def compare(registry: ModelRegistry, config: StationConfig, name: str, running: 
     differing = disagreements(*judged)
     return {
         "model": name, "running_version": running, "candidate_version": candidate,
+        "candidate_running": registry.active_version(name) == candidate,
         "held_out": {label: len(items) for label, items in held_out.items()},
         "versions": [{**version_summary(j, j.version == running), "histogram": histogram(j),
                       "curve": threshold_curve(j), "false_rejects": _count_at(j.good.scores, j.threshold, True),

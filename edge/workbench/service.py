@@ -63,15 +63,16 @@ class Workbench:
         return held
 
     def compare(self, job_id: int) -> dict[str, Any]:
-        """The job's candidate against the running version on the job's held-back samples (computed once
-        per pair of versions)."""
+        """The job's candidate against the running version (once the candidate runs, the version it was
+        trained to replace) on the job's held-back samples, computed once per pair of versions."""
         job = self.jobs.get(job_id)
         if job.candidate_version is None:
             raise ConflictError(f"training job {job_id} is {job.state}: it has no candidate model to compare")
         running = self.models.registry.active_version(job.model_name)
+        if running == job.candidate_version:  # promoted since: against the version it was trained to replace
+            running = job.base_version if job.base_version is not None else running
         if running == job.candidate_version:
-            raise ConflictError(f"v{running} of '{job.model_name}' is already the running version: roll back to "
-                                "compare it with the one before")
+            raise ConflictError(f"v{running} of '{job.model_name}' is the candidate itself: nothing to compare with")
         held = self.held_out(job)
         if not held:
             raise ConflictError(f"training job {job_id} has no held-back samples left to compare on")
