@@ -12,6 +12,8 @@ from modelkit import dark_part, make_brightness_model
 from support import EDGE_INSPECT, PROJECT_ROOT, write_station_config
 from test_service_live import run_cli
 
+from edge.store.schema import LATEST_VERSION
+
 
 def test_verdict_prints_one_json_line_per_file_and_reports_bad_files(tmp_path: Path) -> None:
     config = write_station_config(tmp_path)
@@ -75,7 +77,7 @@ def test_models_list_promote_rollback_and_db_helpers(tmp_path: Path) -> None:
     assert run_cli("audit", "verify", "--config", str(config)).returncode == 0
 
     info = json.loads(run_cli("db", "info", "--config", str(config)).stdout)  # the audit created the database
-    assert info["schema_version"] == 6 and info["rows"]["verdicts"] == 0 and info["rows"]["audit_log"] == 2
+    assert info["schema_version"] == LATEST_VERSION and info["rows"]["verdicts"] == 0 and info["rows"]["audit_log"] == 2
     assert "schema is up to date" in run_cli("db", "migrate", "--config", str(config)).stdout
     backup = tmp_path / "copy.db"
     assert run_cli("db", "backup", "--config", str(config), str(backup)).returncode == 0 and backup.is_file()
