@@ -58,18 +58,47 @@ async function send(method, path, body) {
   return data;
 }
 
-export const get = (path) => send("GET", path);
+// A session that ended (expired, logged out elsewhere, user removed) makes every request with its cookie
+// fail with 401, reads included: ask for the login once, whoever noticed first.
+let expiredPrompt = null;
+export function sessionExpired() {
+  current = null;
+  tell();
+  expiredPrompt ??= login(t("error.session_expired_login")).finally(() => { expiredPrompt = null; });
+  return expiredPrompt;
+}
+
+// Whether the session cookie is still accepted (after the event stream failed, say).
+export async function checkSession() {
+  try {
+    const response = await fetch(SESSION, { credentials: "same-origin", cache: "no-store" });
+    if (response.status === 401) await sessionExpired();
+  } catch { /* not reachable: the connection state says so */ }
+}
+
+export async function get(path) {
+  try {
+    return await send("GET", path);
+  } catch (problem) {
+    if (problem.status !== 401) throw problem;
+    await sessionExpired();
+    return send("GET", path);
+  }
+}
+
+// Ask for a login before an action's form is filled in (act() asks too, for actions without a form).
+export async function ensureLogin() {
+  if (current?.kind !== "user") await login(t("session.needed"));
+}
 
 // An action: needs a logged-in person; an expired session asks for the login again and retries once.
 export async function act(method, path, body) {
-  if (current?.kind !== "user") await login(t("session.needed"));
+  await ensureLogin();
   try {
     return await send(method, path, body);
   } catch (problem) {
     if (problem.status !== 401) throw problem;
-    current = null;
-    tell();
-    await login(t("error.session_expired_login"));
+    await sessionExpired();
     return send(method, path, body);
   }
 }

@@ -5,10 +5,11 @@ import { $ } from "./ui.js";
 
 const RETRY_MS = [500, 1000, 2000, 4000];
 
-export function connectEvents({ since = 0, onVerdict, onRecord, onReady, onState }) {
+export function connectEvents({ since = 0, onVerdict, onRecord, onReady, onState, onError }) {
   let lastId = since;
   let source = null;
   let attempt = 0;
+  let received = 0;
   const state = (name) => {
     const box = $("connection");
     box.dataset.state = name;
@@ -23,6 +24,9 @@ export function connectEvents({ since = 0, onVerdict, onRecord, onReady, onState
       const verdict = JSON.parse(event.data);
       if (verdict.id <= lastId) return;
       lastId = verdict.id;
+      received += 1; // what reached this page, shown to tests and kiosk checks as data attributes
+      document.body.dataset.received = String(received);
+      document.body.dataset.firstVerdict ??= String(verdict.id);
       onVerdict(verdict);
     });
     source.addEventListener("record", (event) => onRecord?.(JSON.parse(event.data)));
@@ -35,6 +39,7 @@ export function connectEvents({ since = 0, onVerdict, onRecord, onReady, onState
       // Reopen ourselves (with the id in the URL), whatever EventSource would do: an HTTP error ends it.
       source.close();
       state(attempt === 0 ? "reconnecting" : "offline");
+      onError?.(); // e.g. the session ended: the stream is refused until the next login
       setTimeout(open, RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]);
       attempt += 1;
     };

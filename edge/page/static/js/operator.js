@@ -1,6 +1,6 @@
 // The operator view: the latest part with its heat map and defect box, the verdict, batch counters,
 // line and alarms, Pareto and control chart, recent NG parts; actions through the API.
-import { act, ApiProblem, get, loadSession, login, logout, onSession, session } from "./api.js";
+import { act, ApiProblem, checkSession, ensureLogin, get, loadSession, login, logout, onSession } from "./api.js";
 import { drawControl, drawPareto } from "./charts.js";
 import { fmtInt, fmtNumber, fmtPercent, fmtStamp, restoreLanguage, t, wireLanguageButtons } from "./i18n.js";
 import { connectEvents } from "./live.js";
@@ -18,6 +18,17 @@ const decisionOf = (v) => v.override_decision ?? v.decision;
 const word = (decision) => t(`decision.${decision}`);
 
 // ---- the part and its verdict ---------------------------------------------------------------
+// A part's files are written just after its verdict is stored: a first miss is retried once.
+function setImage(image, url) {
+  image.dataset.retried = "";
+  image.onerror = () => {
+    if (image.dataset.retried) return;
+    image.dataset.retried = "1";
+    setTimeout(() => { image.src = `${url}?retry=1`; }, 400);
+  };
+  image.src = url;
+}
+
 function showPart(v) {
   shown = v;
   $("part-serial").textContent = t("operator.serial", { serial: v.serial });
@@ -31,9 +42,9 @@ function showPart(v) {
   const image = $("part-image");
   const heat = $("part-heatmap");
   image.hidden = !v.image_ref;
-  if (v.image_ref) image.src = `/api/v1/verdicts/${v.id}/image`;
+  if (v.image_ref) setImage(image, `/api/v1/verdicts/${v.id}/image`);
   heat.hidden = !v.heatmap_ref || !$("show-heatmap").checked;
-  if (v.heatmap_ref) heat.src = `/api/v1/verdicts/${v.id}/heatmap`;
+  if (v.heatmap_ref) setImage(heat, `/api/v1/verdicts/${v.id}/heatmap`);
   const empty = $("part-empty");
   empty.hidden = Boolean(v.image_ref);
   empty.textContent = t("operator.no_image");
@@ -50,6 +61,7 @@ function showPart(v) {
   }
   const decision = decisionOf(v);
   $("verdict").dataset.decision = decision;
+  $("verdict").dataset.id = String(v.id);
   $("verdict-word").textContent = word(decision);
   $("verdict-reason").textContent = decision === "INVALID" && v.reason ? t("operator.invalid_reason", { reason: v.reason })
     : v.label && decision === "NG" ? t("operator.label", { label: v.override_label ?? v.label }) : "";
@@ -74,13 +86,19 @@ function remember(v) {
   if (verdicts.size > KEEP) verdicts.delete(verdicts.keys().next().value);
 }
 
+function thumbnail(v) {
+  const image = el("img", { alt: v.serial, loading: "lazy" });
+  setImage(image, `/api/v1/verdicts/${v.id}/image`);
+  return image;
+}
+
 function renderStrip() {
   const ng = [...verdicts.values()].filter((v) => decisionOf(v) === "NG" && v.modality === "vision").slice(-STRIP).reverse();
   const strip = $("ng-strip");
   if (!ng.length) return strip.replaceChildren(el("span", { class: "muted" }, t("operator.no_ng")));
   strip.replaceChildren(...ng.map((v) => el("button", { type: "button", class: "thumb", dataset: { id: v.id },
     title: t("operator.open_part", { serial: v.serial }), onclick: () => { following = false; showPart(v); } },
-  v.image_ref ? el("img", { src: `/api/v1/verdicts/${v.id}/image`, alt: v.serial, loading: "lazy" }) : null,
+  v.image_ref ? thumbnail(v) : null,
   el("span", {}, v.serial))));
 }
 
@@ -101,6 +119,9 @@ function onChangedVerdict(v) {
 }
 
 // ---- figures, line, alarms ------------------------------------------------------------------
+// Background reads say nothing of a lost connection (the banner does), a cancelled or pending login.
+const worthSaying = (problem) => problem.code !== "connection" && problem.code !== "cancelled" && problem.status !== 401;
+
 let figuresTimer = null;
 function refreshFiguresSoon() {
   if (figuresTimer) return;
@@ -126,7 +147,7 @@ async function refreshFigures() {
     const charts = [...spc.scores].sort((a, b) => (b.points.at(-1)?.verdict_id ?? 0) - (a.points.at(-1)?.verdict_id ?? 0));
     drawControl($("control"), charts.find((c) => c.modality === "vision") ?? charts[0]);
   } catch (problem) {
-    if (problem.code !== "connection") toast(problem.message, "error");
+    if (worthSaying(problem)) toast(problem.message, "error");
   }
 }
 
@@ -141,7 +162,7 @@ async function refreshAlarms() {
       a.acknowledged_at ? el("span", { class: "muted" }, t("alarms.acknowledged", { by: a.acknowledged_by ?? "" }))
         : el("button", { type: "button", class: "button ack", onclick: () => acknowledge(a) }, t("alarms.ack")))));
   } catch (problem) {
-    if (problem.code !== "connection") toast(problem.message, "error");
+    if (worthSaying(problem)) toast(problem.message, "error");
   }
 }
 
@@ -191,6 +212,7 @@ async function checkUnchanged(seen) {
     fresh = await get(`/api/v1/verdicts/${seen.id}`);
   } catch (problem) {
     if (problem.status === 404) throw new ApiProblem(t("error.verdict_gone", { id: seen.id }), 404);
+    if (problem.code === "connection") throw new ApiProblem(t("error.connection_not_done"), 0, "connection");
     throw problem;
   }
   if (fresh.override_at !== seen.override_at) {
@@ -208,8 +230,9 @@ function confirmShown() {
   }, t("action.confirmed"));
 }
 
-function overrideShown() {
+async function overrideShown() {
   const seen = shown;
+  try { await ensureLogin(); } catch { return; }
   $("override-serial").textContent = seen.serial;
   openForm($("override-dialog"), async (data) => {
     await checkUnchanged(seen);
@@ -224,7 +247,8 @@ function acknowledge(alarm) {
   run(() => act("POST", `/api/v1/alarms/${alarm.id}/ack`), t("alarms.acknowledged_toast"));
 }
 
-function openBatch() {
+async function openBatch() {
+  try { await ensureLogin(); } catch { return; }
   openForm($("batch-dialog"), async (data) => {
     await act("POST", "/api/v1/batches", { lot: data.get("lot"), product: data.get("product") || null,
       recipe: data.get("recipe") || null });
@@ -291,6 +315,7 @@ connectEvents({
     refreshAlarms();
     refreshLine();
   },
-  onState: (state) => document.body.dataset.connection = state,
+  onState: (state) => { document.body.dataset.connection = state; },
+  onError: checkSession,
 });
 setInterval(() => { if (line) refreshLine(); }, 2000);
