@@ -22,6 +22,7 @@ from edge.line.pipeline import LinePipeline
 from edge.metrics import StationMetrics
 from edge.microphone import ContinuousListener, build_microphone
 from edge.model_manager import ModelManager
+from edge.page.hub import EventHub
 from edge.quality import attach_quality
 from edge.retention import StorageKeeper
 from edge.runner import SourceRunner
@@ -81,6 +82,7 @@ class Station:
         self.keeper: StorageKeeper | None = None
         self._lock: StationLock | None = None
         self.workbench: Workbench | None = None
+        self.events: EventHub | None = None  # live changes for the station page (server-sent events)
         self._stopping = threading.Event()
 
     @property
@@ -130,6 +132,8 @@ class Station:
         except BrokerUrlError as exc:
             raise StartupError(f"upstream.mqtt_url: {exc}") from exc
         self.upstream.attach(self.store)  # the outbox listener sees every record from the first one on
+        self.events = EventHub()
+        self.events.attach(self.store)  # hints only; the page's streams read committed records
         self.store.start()
         self.keeper = StorageKeeper(cfg, self.store, archive, self.metrics)  # images, archives, backups
         self.keeper.start()

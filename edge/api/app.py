@@ -18,6 +18,7 @@ from edge.api.errors import install_error_handlers
 from edge.api.limits import BodyLimit, RateLimit
 from edge.api.request_log import RequestObserver
 from edge.api.upstream import build_router as build_upstream_router
+from edge.page import install as install_page
 from edge.station import Station
 
 log = logging.getLogger("edge.api")
@@ -39,7 +40,7 @@ def create_app(station: Station, stop_station_on_shutdown: bool = False) -> Fast
     access = station.access
     if access is None:
         raise RuntimeError("create_app needs a started station (station.start() sets up its access control)")
-    app = FastAPI(title="edge-inspect", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="edge-inspect", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Edge inspection appliance: judge images, read verdicts, run batches. Every route "
                               "declares the scope it needs; send `Authorization: Bearer <token>` "
                               "(`edge-inspect tokens create`) or log in for a session (POST /api/v1/session).")
@@ -52,6 +53,7 @@ def create_app(station: Station, stop_station_on_shutdown: bool = False) -> Fast
     app.include_router(build_figures_router(station, access))
     app.include_router(build_upstream_router(station, access))
     app.include_router(workbench.build_router(station, access))
+    install_page(app, station, access)  # the station page at /, its live events, offline /docs
 
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(access.requires(QMS_READ))])
     async def metrics() -> Response:

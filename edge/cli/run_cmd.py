@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     assert station.store is not None, "started above"
     watchdog = PipelineWatchdog.from_environment(station.store, station.runners)  # under systemd only
     server = server_for(watchdog.wrap(app) if watchdog else app, config, host, port)
+    if station.events is not None:  # open event streams end when the server stops, not after its grace time
+        station.events.shutting_down = lambda: server.should_exit
     if watchdog is not None:  # uvicorn calls it from the event loop, about once a second
         server.config.callback_notify, server.config.timeout_notify = watchdog.loop_tick, 1
         watchdog.start()
