@@ -18,8 +18,9 @@ The service is frozen (SIGSTOP) for the instant of the copy, as the disk is froz
 copy of the WAL and then the database file can mix a checkpoint's later pages with an earlier WAL, a
 state no power cut produces (the files on disk are ordered by the fsyncs), so it would test nothing
 SQLite promises. From each copy the test also derives the other states a cut may leave: the WAL torn at
-a random byte after the last frame an acknowledged verdict needs (cut short, or the rest overwritten with
-garbage), and an unfinished checkpoint (a random subset of pages copied from the WAL into the file).
+a random byte after the frames the acknowledged verdicts need and the frames a checkpoint has used (cut
+short, or the rest overwritten with garbage), and an unfinished checkpoint (a random subset of pages
+copied from the kept WAL into the file).
 Each must open, pass ``PRAGMA integrity_check`` and ``audit verify``, and hold every verdict acknowledged
 before the copy began, with its decision.
 """
@@ -213,37 +214,50 @@ def max_verdict_id(folder: Path, db: bytes, wal: bytes) -> int:
         conn.close()
 
 
-def power_cut_states(rng: random.Random, db: bytes, wal: bytes, needed_id: int,
+def backfilled_end(shm: bytes, page_size: int) -> int:
+    """Where the WAL frames end that a checkpoint has copied (or begun to copy) into the database file, from the
+    wal-index (-shm): nBackfill and nBackfillAttempted of its checkpoint information, native byte order. Those
+    frames were synced before the checkpoint began, so a cut cannot tear them."""
+    if len(shm) < 132:
+        return WAL_HEADER
+    backfill, attempted = struct.unpack("=I", shm[96:100])[0], struct.unpack("=I", shm[128:132])[0]
+    return WAL_HEADER + max(backfill, attempted) * (FRAME_HEADER + page_size)
+
+
+def power_cut_states(rng: random.Random, db: bytes, wal: bytes, shm: bytes, needed_id: int,
                      scratch: Path) -> dict[str, tuple[bytes, bytes]]:
     """The (database, WAL) contents a power cut may leave, given a frozen copy whose acknowledged verdicts go
-    up to ``needed_id``: the copy itself, its WAL torn after the frames those verdicts need (cut short, or
-    overwritten with garbage), and an unfinished checkpoint of the synced part into the database file."""
+    up to ``needed_id``: the copy itself, its WAL torn after the frames those verdicts need and the frames a
+    checkpoint has used (cut short, or overwritten with garbage), and an unfinished checkpoint of the kept
+    part into the database file."""
     page_size, frames = wal_frames(wal)
-    commits = [i for i, (_, _, commit) in enumerate(frames) if commit]
+    ends = [offset + FRAME_HEADER + page_size for offset, _, commit in frames if commit]
     states = {"as copied": (db, wal)}
-    if not commits:
+    if not ends:
         return states
-    # The first commit whose prefix holds every acknowledged verdict: at least that much was synced.
-    low, high = -1, len(commits) - 1  # -1: the database file alone already holds them
-    probes = 0
+    floor = backfilled_end(shm, page_size)
+    # Where the WAL may end after a cut: a commit's end at or after the checkpointed frames (or its header, the
+    # database file alone, when nothing was checkpointed) ...
+    options = ([WAL_HEADER] if floor <= WAL_HEADER else []) + [end for end in ends if end >= floor]
+    # ... and at or after the first that holds every acknowledged verdict: at least that much was synced.
+    low, high = 0, len(options) - 1
     while low < high:
         middle = (low + high) // 2
-        end = WAL_HEADER if middle < 0 else frames[commits[middle]][0] + FRAME_HEADER + page_size
-        probes += 1
-        if max_verdict_id(scratch / f"probe-{probes}", db, wal[:end]) >= needed_id:
+        if max_verdict_id(scratch / f"probe-{middle}", db, wal[:options[middle]]) >= needed_id:
             high = middle
         else:
             low = middle + 1
-    ends = [frames[i][0] + FRAME_HEADER + page_size for i in commits]
-    cut = rng.randrange(WAL_HEADER if low < 0 else ends[low], len(wal) + 1)
+    cut = rng.randrange(options[low], len(wal) + 1)
     states["WAL torn short"] = (db, wal[:cut])
     states["WAL tail garbage"] = (db, wal[:cut] + rng.randbytes(len(wal) - cut))
     # An unfinished checkpoint: some pages, each at its latest image up to a commit the cut kept, in the file.
-    kept = [i for i, end in enumerate(ends) if end <= cut]
+    kept = [end for end in ends if end <= cut]
     if kept:
+        last = rng.choice(kept)
         latest: dict[int, int] = {}
-        for offset, page, _ in frames[:commits[rng.choice(kept)] + 1]:
-            latest[page] = offset
+        for offset, page, _ in frames:
+            if offset < last:
+                latest[page] = offset
         chosen = rng.sample(sorted(latest), k=rng.randint(1, len(latest)))
         image = bytearray(db)
         for page in chosen:
@@ -323,10 +337,11 @@ def test_a_power_cut_copy_opens_whole_with_every_acknowledged_verdict(tmp_path: 
     restarted = False
     for n, (copy, acknowledged) in enumerate(copies):
         db_bytes = (copy / db.name).read_bytes()
-        wal = copy / (db.name + "-wal")
+        wal, shm = copy / (db.name + "-wal"), copy / (db.name + "-shm")
         wal_bytes = wal.read_bytes() if wal.exists() else b""
+        shm_bytes = shm.read_bytes() if shm.exists() else b""
         needed = max(acknowledged, default=0)
-        states = power_cut_states(rng, db_bytes, wal_bytes, needed, tmp_path / f"scratch-{n}")
+        states = power_cut_states(rng, db_bytes, wal_bytes, shm_bytes, needed, tmp_path / f"scratch-{n}")
         for label, (db_state, wal_state) in states.items():
             where = f"seed {seed}, copy {n}, {label}"
             station = station_with(tmp_path, f"cut-{n}-{label.replace(' ', '-')}", db_state, wal_state)
