@@ -17,6 +17,7 @@ from edge.cli import (
     predict_cmd,
     run_cmd,
     simulate_cmd,
+    status_cmd,
     tokens_cmd,
     train_cmd,
     users_cmd,
@@ -25,8 +26,8 @@ from edge.cli import (
 from edge.cli.common import CommandError
 from edge.logs import LOG_FORMATS, setup_logging
 
-COMMAND_MODULES = [run_cmd, verdict_cmd, train_cmd, predict_cmd, models_cmd, config_cmd, db_cmd, audit_cmd,
-                   simulate_cmd, users_cmd, tokens_cmd, collect_cmd]
+COMMAND_MODULES = [run_cmd, status_cmd, verdict_cmd, train_cmd, predict_cmd, models_cmd, config_cmd, db_cmd,
+                   audit_cmd, simulate_cmd, users_cmd, tokens_cmd, collect_cmd]
 
 
 def package_version() -> str:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.cli.common import CommandError, add_config_option, audit_change, config_from, registry_for
+from edge.cli.progress import progress_bar, shown
 from edge.cli.train_cmd import WAV_SUFFIXES, files_in
 from edge.config import StationConfig
 from edge.site_calibration import MIN_GOOD_IMAGES, JudgedFiles, ScoredFiles
@@ -21,6 +22,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="every model, its versions and the active one")
     add_config_option(listing)
+    listing.add_argument("--json", action="store_true", help="one JSON array of the versions")
     listing.set_defaults(handler=run_list)
     show = actions.add_parser("show", help="one version's manifest")
     add_config_option(show)
@@ -93,17 +95,24 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_list(args: argparse.Namespace) -> int:
     registry = registry_for(config_from(args))
+    rows: list[dict[str, object]] = []
     for name in registry.names():
         active = registry.active_version(name)
         for entry in registry.versions(name):
+            row: dict[str, object] = {"name": name, "version": entry.version, "active": entry.version == active,
+                                      "origin": "bundled" if entry.bundled else "trained"}
             try:
                 manifest = registry.manifest(name, entry.version)
+                row.update(kind=manifest.kind, threshold=manifest.threshold, problem=None)
                 summary = f"{manifest.kind:<20} threshold={manifest.threshold:.4g}"
             except ManifestError as exc:
+                row.update(kind=None, threshold=None, problem=str(exc))
                 summary = f"BROKEN: {exc}"
-            marker = "*" if entry.version == active else " "
-            origin = "bundled" if entry.bundled else "trained"
-            print(f"{marker} {name:<24} v{entry.version:<4} {origin:<8} {summary}")
+            rows.append(row)
+            if not args.json:
+                print(f"{'*' if row['active'] else ' '} {name:<24} v{entry.version:<4} {row['origin']:<8} {summary}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
     return 0
 
 
@@ -177,8 +186,17 @@ def _judge_folders(config: StationConfig, registry: ModelRegistry, args: argpars
     folder (see _scorer)."""
     manifest = registry.manifest(args.name, version)
     score, suffixes = _scorer(config, registry, args.name, version)
-    return JudgedFiles(manifest.version, manifest.threshold, score(files_in(args.good, suffixes, "good")),
-                       {folder.name: score(files_in(folder, suffixes, "defect")) for folder in args.defect})
+    good = files_in(args.good, suffixes, "good")
+    defects = {folder.name: files_in(folder, suffixes, "defect") for folder in args.defect}
+    total = len(good) + sum(map(len, defects.values()))
+    with progress_bar(f"{args.name} v{manifest.version}", total, shown(getattr(args, "json", False))) as bar:
+        good_scores = score(good)
+        bar.advance(len(good), f"{args.good.name}: {len(good)} files")
+        defect_scores = {}
+        for label, files in defects.items():
+            defect_scores[label] = score(files)
+            bar.advance(len(files), f"{label}: {len(files)} files")
+    return JudgedFiles(manifest.version, manifest.threshold, good_scores, defect_scores)
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -261,8 +279,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for folder in args.defect:
             defect_files[folder.name], excluded = split_trained_on(files_in(folder, suffixes, "defect"), manifest)
             trained_on += excluded
-        good = score(good_files)
-        defects = {label: score(files) for label, files in defect_files.items()}
+        total = len(good_files) + sum(map(len, defect_files.values()))
+        with progress_bar(f"{args.name} evaluation", total, shown(args.json)) as bar:
+            good = score(good_files)
+            bar.advance(len(good_files), f"good: {len(good_files)} files")
+            defects = {}
+            for label, files in defect_files.items():
+                defects[label] = score(files)
+                bar.advance(len(files), f"{label}: {len(files)} files")
         report = evaluation_report(manifest, good, defects, trained_on, args.group_by)
     except (UnknownModelError, ManifestError, ValueError) as exc:
         raise CommandError(str(exc)) from exc

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from edge.cli.common import CommandError, add_config_option, audit_change, config_from, registry_for
+from edge.cli.progress import fraction_progress, shown
 from edge.training import Kind, TrainingError, starved, train
 from models.evaluation import Target
 from models.manifest import ImageInput, Manifest, model_name_problem
@@ -61,6 +63,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_priority_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print the registered version as one JSON object (no progress bar)")
     parser.add_argument("--priority", choices=["idle", "low"], default=None,
                         help="idle: training runs only on CPU time nothing else on the station wants (verdict "
                              "latency does not move, but other busy processes slow training down); low: niced "
@@ -170,22 +174,17 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"two folders are labelled '{label}'")
         examples[label] = files_in(folder, suffixes, f"'{label}'")
 
-    def progress(fraction: float, message: str) -> None:
-        print(f"\r[{fraction * 100:5.1f}%] {message[:70]:<70}", end="", file=sys.stderr, flush=True)
-
     priority = args.priority or config.training.priority
     try:
-        outcome = train(kind, examples, args.name, registry_for(config), progress=progress,
-                        promote=not args.no_promote, trainer=args.trainer, options=options,
-                        priority=priority, niceness=config.training.niceness, target=target,
-                        level=getattr(args, "level", "use"))
+        with fraction_progress(f"training {args.name}", shown(args.json)) as progress:
+            outcome = train(kind, examples, args.name, registry_for(config), progress=progress,
+                            promote=not args.no_promote, trainer=args.trainer, options=options,
+                            priority=priority, niceness=config.training.niceness, target=target,
+                            level=getattr(args, "level", "use"))
     except TrainingError as exc:
-        print(file=sys.stderr)
         raise CommandError(f"training failed: {exc}") from exc
     except KeyboardInterrupt:
-        print(file=sys.stderr)
         raise CommandError("training cancelled; nothing was registered", exit_code=130) from None
-    print(file=sys.stderr)
     for path, reason in outcome.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if undersized := outcome.manifest.training.data.get("undersized_good_images"):
@@ -205,10 +204,19 @@ def run(args: argparse.Namespace) -> int:
                   "active": not args.no_promote, "onnx_sha256": manifest.onnx_sha256},
                  {"examples": {label: len(files) for label, files in examples.items()},
                   "skipped": len(outcome.skipped)})
-    print(f"{manifest.name} v{manifest.version} {state} in {outcome.duration_s:.1f} s: {manifest.kind}, "
-          f"threshold {manifest.threshold:.4g}")
-    if point := manifest.metrics.get("operating_point"):
-        print(operating_point_line(point))
+    point = manifest.metrics.get("operating_point")
+    if args.json:
+        print(json.dumps({"name": manifest.name, "version": manifest.version, "kind": manifest.kind,
+                          "active": not args.no_promote, "threshold": manifest.threshold,
+                          "duration_s": round(outcome.duration_s, 2), "operating_point": point,
+                          "skipped": [{"file": str(path), "reason": reason} for path, reason in outcome.skipped]},
+                         indent=2))
+    else:
+        print(f"{manifest.name} v{manifest.version} {state} in {outcome.duration_s:.1f} s: {manifest.kind}, "
+              f"threshold {manifest.threshold:.4g}")
+    if point:
+        if not args.json:
+            print(operating_point_line(point))
         if point.get("warning"):
             print(f"warning: {point['warning']}", file=sys.stderr)
     good_flag = "--good" if kind == "vision" else "--normal"
