@@ -231,6 +231,9 @@ def test_retrain_compare_set_threshold_promote_and_roll_back(bench: tuple[Statio
     assert audit(station, "model_rolled_back")[0].actor == "token:tech"
     assert client.post(f"/api/v1/models/{MODEL}/rollback", headers=tech).status_code == 409, "nothing earlier"
     assert client.post(f"/api/v1/models/{MODEL}/promote", json={"version": 99}, headers=tech).status_code == 404
+    assert client.get("/api/v1/models/no-such/versions", headers=viewer).status_code == 404
+    assert [v["version"] for v in client.get(f"/api/v1/models/{MODEL}/versions", headers=viewer).json()["versions"]] \
+        == [1, 2, 3]
     assert client.post(f"/api/v1/models/{MODEL}/promote", json={"version": 2}, headers=viewer).status_code == 403
 
 

@@ -152,11 +152,13 @@ class TrainingJobs:
             if self._thread is not None and self._thread.is_alive():
                 raise ConflictError("a retraining job is already running: wait for it or cancel it")
 
+            # planned on a reader (it looks for each image on disk), not in the writer's transaction
+            trained, held = plan(self.store.reader(), mode, self.config.workbench.held_out_fraction, self.archive)
+
             def operation(conn: sqlite3.Connection) -> int:
                 running = conn.execute("SELECT id FROM training_jobs WHERE state IN ('queued', 'running')").fetchone()
                 if running is not None:
                     raise ConflictError(f"training job {running['id']} is already running: wait for it or cancel it")
-                trained, held = plan(conn, mode, self.config.workbench.held_out_fraction, self.archive)
                 job_id = int(conn.execute(
                     "INSERT INTO training_jobs (model_name, mode, state, requested_by, created_at, trained_on,"
                     " held_out, base_version) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",

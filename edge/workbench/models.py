@@ -88,6 +88,9 @@ class ModelActions:
 
     def state(self, name: str) -> dict[str, Any]:
         """The registry's versions of ``name`` and the one the station judges with now."""
+        versions = self.registry.versions(name)
+        if not versions:
+            raise UnknownModelError(f"unknown model '{name}' (known models: {', '.join(self.registry.names())})")
         loaded = self.models.loaded().get(name)
         return {
             "model": name, "active_version": self._active(name),
@@ -95,5 +98,5 @@ class ModelActions:
             "versions": [{"version": v.version, "bundled": v.bundled,
                           "threshold": self.registry.manifest(name, v.version).threshold,
                           "kind": self.registry.manifest(name, v.version).kind}
-                         for v in self.registry.versions(name)],
+                         for v in versions],
         }
