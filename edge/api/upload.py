@@ -9,6 +9,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 
 from edge.api.errors import ApiError
+from edge.config import MULTIPART_ALLOWANCE
 
 AUDIO_TYPES = {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "application/octet-stream"}
 RAW_IMAGE_TYPES = {"image/jpeg", "image/png", "image/bmp", "image/x-ms-bmp", "image/tiff", "image/tif",
@@ -45,7 +46,7 @@ async def read_upload(request: Request, limit: int, field_name: str, raw_types: 
     """The file in multipart field ``field_name``, or the raw body if its content type is in ``raw_types``."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        body = await read_limited_body(request, limit + 64 * 1024)
+        body = await read_limited_body(request, limit + MULTIPART_ALLOWANCE)
         request._body = body  # let Starlette's form parser reuse what was read
         try:
             form = await request.form(max_files=1, max_fields=16, max_part_size=limit)

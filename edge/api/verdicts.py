@@ -83,7 +83,7 @@ def build_router(station: Station, access: AccessControl) -> APIRouter:
         return station.inspection
 
     def upload_limit() -> int:
-        return int(station.config.api.max_upload_mb * 1024 * 1024)
+        return station.config.api.max_upload_bytes
 
     def part_context(form: dict[str, str], query: PartQuery, identity: Identity) -> PartContext:
         """The part's identity from query parameters, else form fields; the station's own id by default."""
