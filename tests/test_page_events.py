@@ -15,7 +15,8 @@ import httpx
 import pytest
 from support import LiveService, cli_token, free_port, jpeg, write_station_config
 
-from edge.page.hub import QUEUE_SIZE, RESET, Client, LiveEvent
+from edge.page.hub import QUEUE_SIZE, RESET, Client, EventHub, LiveEvent
+from edge.store import NewVerdict, PartContext, VerdictStore
 
 VISION = "/api/v1/verdicts/vision"
 
@@ -139,3 +140,30 @@ def test_events_need_the_read_scope_where_reading_is_not_open(tmp_path: Path) ->
             assert read_events(response, until=1)[0][0] == "ready"
     finally:
         live.stop()
+
+
+def test_hub_fans_committed_verdicts_out_in_order_with_one_pump(tmp_path: Path) -> None:
+    """In process: two clients connecting at once share one pump and both get every verdict, in id order,
+    once it is committed; a record written before any client connected is not sent as news."""
+    store = VerdictStore(tmp_path / "verdicts.db")
+    hub = EventHub()
+    hub.attach(store)
+    store.start()
+    verdict = NewVerdict("vision", "OK", "good", 0.1, 0.5, "m", 1, 5.0)
+    part = PartContext("s", "api")
+    try:
+        before = store.record(part, [verdict]).result().verdict_id
+
+        async def scenario() -> tuple[list[int], list[list[int]], int]:
+            clients = await asyncio.gather(hub.connect(), hub.connect())
+            pumps = sum(1 for task in asyncio.all_tasks() if task.get_name() == "page-events")
+            futures = [store.record(part, [verdict]) for _ in range(20)]
+            ids = [(await asyncio.wrap_future(f)).verdict_id for f in futures]
+            got = [[(await asyncio.wait_for(c.queue.get(), 5)).id or 0 for _ in ids] for c in clients]
+            return ids, got, pumps
+
+        ids, got, pumps = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert pumps == 1 and hub.cursor == ids[-1] and min(ids) > before
+    assert got == [ids, ids]

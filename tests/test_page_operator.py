@@ -266,10 +266,11 @@ def operator_session(page: Any, context: Any, service: LiveService, spare: Path,
     latest = wait_for(lambda: api.get(f"/api/v1/verdicts?since={first}&limit=1000").json()["items"][-1]["id"],
                       what="stored verdicts")
     wait_for(lambda: int(page.get_attribute("body", "data-last-verdict")) >= latest, what="page caught up")
-    last = int(page.get_attribute("body", "data-last-verdict"))
+    last, received = page.evaluate("() => [Number(document.body.dataset.lastVerdict), "
+                                   "Number(document.body.dataset.received)]")  # read together: parts keep coming
     stored_ids = [v["id"] for v in api.get(f"/api/v1/verdicts?since={first - 1}&limit=1000").json()["items"]
                   if v["id"] <= last]
-    assert int(page.get_attribute("body", "data-received")) == len(stored_ids), "the page missed a verdict"
+    assert received == len(stored_ids), "the page missed a verdict"
     shot(page, "reconnected")
 
     # Chinese: chosen on the page, remembered, and no English string left on screen.

@@ -86,6 +86,7 @@ class EventHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hints: asyncio.Queue[_Hint] | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._started: asyncio.Event | None = None
 
     def attach(self, store: VerdictStore) -> None:
         self.store = store
@@ -110,13 +111,14 @@ class EventHub:
     # -- event loop ----------------------------------------------------------------------------
     async def connect(self) -> Client:
         """Register a client (starting the pump on first use); its queue gets every later event."""
-        if self._loop is None:
+        if self._loop is None:  # no await before the pump exists: concurrent first clients start one pump
             assert self.store is not None, "attach the hub to the store first"
-            store = self.store
-            self.cursor = await asyncio.to_thread(_max_verdict_id, store)
             self._hints = asyncio.Queue()
+            self._started = asyncio.Event()
             self._loop = asyncio.get_running_loop()
             self._pump = asyncio.create_task(self._run(), name="page-events")
+        assert self._started is not None
+        await self._started.wait()
         client = Client()
         self._clients.add(client)
         return client
@@ -131,8 +133,11 @@ class EventHub:
                 log.info("a slow event stream client was reset (it resumes from its last verdict id)")
 
     async def _run(self) -> None:
-        assert self._hints is not None and self.store is not None
+        assert self._hints is not None and self._started is not None and self.store is not None
         store = self.store
+        # Hints queued from here on are read against this cursor: none of their verdicts is skipped.
+        self.cursor = await asyncio.to_thread(_max_verdict_id, store)
+        self._started.set()
         while True:
             hints = [await self._hints.get()]
             while not self._hints.empty():
