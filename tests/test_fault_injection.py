@@ -22,7 +22,8 @@ a random byte after the frames the acknowledged verdicts need and the frames a c
 short, or the rest overwritten with garbage), and an unfinished checkpoint (a random subset of pages
 copied from the kept WAL into the file).
 Each must open, pass ``PRAGMA integrity_check`` and ``audit verify``, and hold every verdict acknowledged
-before the copy began, with its decision.
+before the copy began, with its decision. That the WAL was synced before an answer, which copies cannot show,
+is watched on the running service with strace. Whether the disk honours an fsync is beyond these tests.
 """
 
 from __future__ import annotations
@@ -361,3 +362,53 @@ def test_a_power_cut_copy_opens_whole_with_every_acknowledged_verdict(tmp_path: 
                     service.stop()
                 assert audit_verify(station)[0] == 0, where
                 restarted = True
+
+
+# -- the fsync before the answer -----------------------------------------------------------------------------
+
+def wal_synced_before_answer(trace: list[str]) -> bool:
+    """In an strace -f -y log of one verdict request: did a sync of the WAL complete between reading the request
+    and sending the answer?"""
+    asked = next((i for i, line in enumerate(trace) if "POST /api/v1/ver" in line), None)
+    answered = next((i for i, line in enumerate(trace) if "HTTP/1.1 200" in line), None)
+    assert asked is not None and answered is not None, "the trace should show the request and its answer"
+    pending: set[str] = set()  # threads inside a sync of the WAL
+    for line in trace[asked:answered]:
+        pid, _, call = line.partition(" ")
+        syncing = call.lstrip().startswith(("fsync(", "fdatasync(")) and "-wal>" in call
+        if syncing and "<unfinished" in call:
+            pending.add(pid)
+        elif (syncing and call.rstrip().endswith("= 0")) or (
+                pid in pending and "sync resumed>" in call and call.rstrip().endswith("= 0")):
+            return True
+    return False
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (apt: strace) to watch the service")
+def test_a_verdict_is_answered_only_after_its_commit_reached_the_disk(tmp_path: Path) -> None:
+    """What a power cut keeps is what was synced. The running service, watched with strace: between reading a
+    verdict request and sending its answer, SQLite synced the WAL that holds the commit (synchronous=FULL;
+    with "normal" it would not, and a cut could lose an answered verdict)."""
+    config = write_station_config(tmp_path)
+    headers = {**cli_token(config, "aoi-1", "aoi:verdict"), "content-type": "image/jpeg"}
+    service = LiveService(config, free_port()).start(timeout_s=60)
+    assert service.process is not None
+    log = tmp_path / "strace.log"
+    tracer: subprocess.Popen[bytes] | None = None
+    try:
+        with httpx.Client(base_url=service.url, timeout=30, headers=headers) as http:
+            assert http.post(VISION, content=jpeg(seed=1)).status_code == 200  # the first call's lazy work
+            tracer = subprocess.Popen(["strace", "-f", "-y", "-s", "16", "-o", str(log), "-p", str(service.process.pid),
+                                       "-e", "trace=fsync,fdatasync,recvfrom,read,sendto,write,writev"],
+                                      stderr=subprocess.PIPE)
+            assert tracer.stderr is not None
+            tracer.stderr.readline()  # "Process N attached": from here on its calls are seen
+            time.sleep(0.5)  # every thread attached
+            assert http.post(VISION, content=jpeg(spot=True, seed=2)).status_code == 200
+            time.sleep(0.5)
+    finally:
+        if tracer is not None:
+            tracer.send_signal(signal.SIGINT)  # detaches; the service runs on
+            tracer.wait(15)
+        service.stop()
+    assert wal_synced_before_answer(log.read_text().splitlines()), log.read_text()[-3000:]
