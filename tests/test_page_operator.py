@@ -304,3 +304,46 @@ def test_the_same_actions_without_the_role_fail_at_the_api(station: tuple[LiveSe
             assert refused.status_code == 403 and "operator" in refused.json()["error"]["message"], refused.text
         assert http.get("/api/v1/summary/current").json()["status"] == "window", "no batch was opened"
         assert http.get(f"/api/v1/verdicts/{verdict['id']}").json()["override_decision"] is None
+
+
+def test_operator_selects_the_recipe_and_stops_and_releases_the_line(tmp_path: Path, browser: Any) -> None:
+    """On a line station (pypylon's emulated camera, Modbus server bridge): the stack light follows the
+    line stop, the recipe and the stop are set from the page and audited under the operator."""
+    pytest.importorskip("pypylon", reason="the camera extra (pypylon) is not installed")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(frames / f"part_{i}.png"), dark_part(spot=i == 1, seed=i))
+    line = {"camera": {"type": "pylon", "folder": str(frames), "grab_timeout_ms": 500},
+            "bridge": {"type": "modbus-server", "port": free_port()}, "default_recipe": 1}
+    recipes = [{"number": 1, "name": "standard", "deadline_ms": 5000},
+               {"number": 2, "name": "strict", "threshold": 0.99, "deadline_ms": 5000}]
+    config = write_station_config(tmp_path, line=line, recipes=recipes)
+    add_user(config, "ann", "operator")
+    service = LiveService(config, free_port()).start()
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
+    page = context.new_page()
+    try:
+        page.goto(service.url + "/")
+        page.wait_for_selector("#stack-light[data-light=green]", timeout=15_000)
+        assert "standard" in page.text_content("#line-text")
+        page.select_option("#recipe-select", "2")
+        page.wait_for_selector("#login-dialog[open]")
+        login(page, "ann")
+        wait_for(lambda: httpx.get(service.url + "/api/v1/line").json()["recipe"]["number"] == 2, what="recipe")
+        page.click("#line-stop-button")
+        page.wait_for_selector("#stack-light[data-light=red]", timeout=15_000)
+        assert httpx.get(service.url + "/api/v1/line").json()["line_stopped"] is True
+        shot(page, "line-stopped")
+        page.click("#line-resume-button")
+        page.wait_for_selector("#stack-light[data-light=green]", timeout=15_000)
+        trail = httpx.get(service.url + "/api/v1/audit?limit=50").json()
+        entries = trail["items"] if isinstance(trail, dict) else trail
+        line_actions = [(e["action"], e["actor"]) for e in entries if e.get("entity") == "line"]
+        assert line_actions and all(actor == "user:ann" for _, actor in line_actions), line_actions
+    except Exception:
+        shot(page, "line-failure")
+        raise
+    finally:
+        context.close()
+        service.stop()
