@@ -78,6 +78,7 @@ class LinePipeline:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.stopped_line = False
+        self.stack_light: StackLight = "green"  # as last shown to the line (status loop)
         self.counters: dict[str, int] = {
             "triggers": 0, "results": 0, "failsafe": 0, "late": 0, "overload": 0, "camera_errors": 0,
             "invalid": 0,
@@ -147,6 +148,7 @@ class LinePipeline:
         return {
             "recipe": {"number": self.active_recipe.number, "name": self.active_recipe.name},
             "camera_connected": self.camera.connected, "line_stopped": self.stopped_line,
+            "stack_light": self.stack_light,
             "queue": {"capture": self._capture_queue.qsize(), "judge": self._judge_queue.qsize()},
             "counters": counters, "bridge": self.bridge.stats(),
             "trigger_to_result_ms": {"p50": p(0.5), "p99": p(0.99)} if p else None,
@@ -351,6 +353,7 @@ class LinePipeline:
                 light = "amber"
             else:
                 light = "green"
+            self.stack_light = light
             self.bridge.set_status(ready=self.camera.connected and not self.stopped_line, stack_light=light,
                                    busy=self._capture_queue.qsize() + self._judge_queue.qsize() > 0)
 
