@@ -2,8 +2,9 @@
 
 Everything the browser loads is served by the station (no CDN): templates in ``templates/``, scripts,
 styles and images in ``static/`` (mounted at ``/static/page``), message catalogues in ``i18n/``, and
-Swagger UI for ``/docs`` from the ``swagger-ui-bundle`` package (see ``docs.py``). ``install(app, station)``
-wires it all (called once from ``edge.api.app.create_app``).
+Swagger UI for ``/docs`` from the ``swagger-ui-bundle`` package (see ``docs.py``). ``install(app, station, access)``
+wires it all (called once from ``edge.api.app.create_app``). Live changes: ``hub.py`` (a store listener,
+attached in ``Station.start``) and ``events.py`` (``GET /api/v1/events``, server-sent events).
 
 Conventions for adding a view (the operator view ``/`` in ``views.py`` is the example):
 
@@ -17,18 +18,22 @@ Conventions for adding a view (the operator view ``/`` in ``views.py`` is the ex
   as ``{{ t("key") }}``; never a literal.
 * **Script**: ``static/js/<view>.js``, an ES module loaded by the template with
   ``<script type="module" src="{{ static('js/<view>.js') }}">``. Shared modules: ``i18n.js`` (``t(key, vars)``,
-  ``fmtNumber``, ``fmtPercent``, ``fmtTime`` via ``Intl``, ``applyTranslations(root)`` for ``data-i18n``),
-  ``api.js`` (``api(method, path, body)`` adds the CSRF header, maps the API's error shape to a translated
-  message, asks for a login on 401 and retries; ``session()``), ``live.js`` (``connectEvents(handlers)``:
-  the SSE stream of ``/api/v1/events`` with reconnect and replay), ``charts.js`` (SVG bars and control chart),
-  ``ui.js`` (``el``, ``toast``, ``dialog``). User-visible text in scripts only through ``t("key")``.
+  ``fmtInt``, ``fmtNumber``, ``fmtPercent``, ``fmtTime``, ``fmtStamp`` via ``Intl``, ``wireLanguageButtons``,
+  ``restoreLanguage``), ``api.js`` (``get(path)``; ``act(method, path, body)`` for every change: asks for a
+  login first, adds the CSRF header; both turn the API's error shape into a translated ``ApiProblem``
+  (``status``, ``code``, ``message``) and ask for the login again on 401; ``ensureLogin()``, ``session()``,
+  ``onSession(fn)``), ``live.js`` (``connectEvents({onVerdict, onRecord, onReady, onState, onError})``: the
+  SSE stream of ``/api/v1/events`` with reconnect and replay from the last verdict id), ``charts.js``
+  (``drawPareto``, ``drawControl``: SVG), ``ui.js`` (``$``, ``el``, ``toast``, ``openForm(dialog, submit)``).
+  User-visible text in scripts only through ``t("key")``.
 * **Catalogue keys**: add every key to both ``i18n/en.json`` and ``i18n/zh.json`` (flat ``"area.name"``
   keys, ``{name}`` placeholders). ``tests/test_page_i18n.py`` fails on a key missing from one of them or on
   a literal string in a template or script.
 * **Tests**: ``tests/test_page_operator.py`` shows how a test starts a real ``edge-inspect run``
-  (``support.LiveService``) and a headless Debian Chromium through Playwright (``page_browser`` helper in
-  that file: ``executable_path="/usr/bin/chromium"``, skipped when absent), creates users with
-  ``edge-inspect users add`` and saves screenshots under ``test-artifacts/page/``.
+  (``support.LiveService``) and a headless Debian Chromium through Playwright (its ``browser`` fixture:
+  ``executable_path="/usr/bin/chromium"``, skipped when absent), creates users with ``edge-inspect users
+  add`` (``add_user``), logs in through the page (``login``) and saves screenshots under
+  ``test-artifacts/page/`` (``shot``). ``tests/test_page_views.py`` checks a view's HTML without a browser.
 """
 
 from __future__ import annotations
