@@ -48,6 +48,8 @@ import pytest
 from support import EDGE_INSPECT, PROJECT_ROOT, LiveService, cli_token, free_port, jpeg, write_station_config
 
 from edge.config import load_config
+from edge.store import signing
+from edge.store.signing import StationKey
 
 VISION = "/api/v1/verdicts/vision"
 WAL_HEADER = 32
@@ -412,3 +414,36 @@ def test_a_verdict_is_answered_only_after_its_commit_reached_the_disk(tmp_path: 
             tracer.wait(15)
         service.stop()
     assert wal_synced_before_answer(log.read_text().splitlines()), log.read_text()[-3000:]
+
+
+# -- the station key -----------------------------------------------------------------------------------------
+
+class _FailingWrite:
+    """A file whose write fails as on a full disk (or a process cut short after creating it)."""
+
+    def __init__(self, descriptor: int, mode: str) -> None:
+        self.descriptor = descriptor
+
+    def __enter__(self) -> _FailingWrite:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.descriptor)
+
+    def write(self, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_station_key_write_cut_short_never_blocks_a_later_start(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key is made on the first start. A write of it that fails (a full disk) or is cut short (a kill, a
+    power cut) must not leave an empty or partial key under its name, which every later start would refuse:
+    once the disk has room the station starts with a key of its own, the same at each start."""
+    monkeypatch.setattr(signing.os, "fdopen", _FailingWrite)
+    with pytest.raises(OSError, match="No space"):
+        StationKey.load_or_create(tmp_path)
+    monkeypatch.undo()
+    assert not (tmp_path / signing.KEY_FILE).exists()
+    key = StationKey.load_or_create(tmp_path)
+    assert StationKey.load_or_create(tmp_path).public_hex == key.public_hex
+    assert [p.name for p in tmp_path.iterdir()] == [signing.KEY_FILE], "no temporary file left behind"

@@ -29,10 +29,24 @@ class StationKey:
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(pem)
-            os.fsync(handle.fileno())
+        # Written whole and synced under a temporary name, then linked into place: a full disk, a kill or a power
+        # cut never leaves an empty or partial key that every later start would refuse.
+        temporary = path.with_name(f".{KEY_FILE}.{os.getpid()}.tmp")
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(pem)
+                os.fsync(handle.fileno())
+            os.link(temporary, path)  # refuses, like O_EXCL, when another process made the key meanwhile
+        except FileExistsError:
+            return cls.load_or_create(data_dir)
+        finally:
+            temporary.unlink(missing_ok=True)
+        folder = os.open(data_dir, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the new name survives a power cut too
+        finally:
+            os.close(folder)
         return cls(key)
 
     @property
