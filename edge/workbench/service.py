@@ -3,13 +3,16 @@ actions, comparisons (kept until the models change) and the camera set-up."""
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.archive import ImageArchive
 from edge.store import ConflictError, VerdictStore
+from edge.training import lower_priority
 from edge.workbench.camera import CameraSetup
 from edge.workbench.compare import compare
 from edge.workbench.jobs import TrainingJob, TrainingJobs
@@ -19,6 +22,8 @@ from edge.workbench.samples import NearThresholdSampler, Sample, SampleRecorder,
 if TYPE_CHECKING:
     from edge.model_manager import ModelManager
     from edge.station import Station
+
+COMPARE_TIMEOUT_S = 600.0
 
 
 class Workbench:
@@ -62,6 +67,16 @@ class Workbench:
                     held.setdefault(label, []).append((int(row["verdict_id"]), path))
         return held
 
+    def _compare_apart(self, name: str, running: int, candidate: int,
+                       held: dict[str, list[tuple[int, Path]]]) -> dict[str, Any]:
+        """Run the comparison in a process of its own at the training priority (edge.training.lower_priority),
+        so judging the held-back samples twice never takes CPU from inspection."""
+        settings = self.config.training
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority,
+                                 initargs=(settings.niceness, settings.priority == "idle")) as pool:
+            return pool.submit(compare, self.models.registry, self.config, name, running, candidate,
+                               held).result(timeout=COMPARE_TIMEOUT_S)
+
     def compare(self, job_id: int) -> dict[str, Any]:
         """The job's candidate against the running version (once the candidate runs, the version it was
         trained to replace) on the job's held-back samples, computed once per pair of versions."""
@@ -79,6 +94,6 @@ class Workbench:
         key = (job_id, running, job.candidate_version)
         with self._compare_lock:
             if key not in self._compared:
-                self._compared[key] = {"job_id": job_id, **compare(
-                    self.models.registry, self.config, job.model_name, running, job.candidate_version, held)}
+                self._compared[key] = {"job_id": job_id, **self._compare_apart(
+                    job.model_name, running, job.candidate_version, held)}
             return self._compared[key]
