@@ -150,6 +150,7 @@ def test_operator_works_the_page_live_in_two_languages_and_across_a_restart(
 
 def operator_session(page: Any, context: Any, service: LiveService, spare: Path, api: httpx.Client) -> None:
     # Readable without logging in; verdicts arrive live with image, heat map and verdict.
+    earlier = wait_for(lambda: api.get("/api/v1/verdicts?limit=1000").json()["items"][2:], what="some parts")
     page.goto(service.url + "/")
     page.evaluate("""() => {  // each state the verdict panel takes, with what it said
         window.shown = {};
@@ -159,6 +160,8 @@ def operator_session(page: Any, context: Any, service: LiveService, spare: Path,
     }""")
     page.wait_for_selector("body[data-connection=live]", timeout=15_000)
     page.wait_for_selector("body[data-received]", timeout=15_000)
+    # the stream starts at what is stored next: the station's history is read as pages, not replayed
+    assert int(page.get_attribute("body", "data-first-verdict")) > earlier[-1]["id"]
     page.wait_for_selector("#verdict[data-decision=NG]", timeout=15_000)
     assert page.is_visible("#part-image") and page.is_visible("#part-heatmap")
     page.wait_for_selector("#part-box rect.box", state="attached", timeout=15_000)

@@ -5,8 +5,8 @@ import { $ } from "./ui.js";
 
 const RETRY_MS = [500, 1000, 2000, 4000];
 
-export function connectEvents({ since = 0, onVerdict, onRecord, onReady, onState, onError }) {
-  let lastId = since;
+export function connectEvents({ since = null, onVerdict, onRecord, onReady, onState, onError }) {
+  let lastId = since; // null: start from what the station stores next (no replay of its history)
   let source = null;
   let attempt = 0;
   let received = 0;
@@ -19,10 +19,10 @@ export function connectEvents({ since = 0, onVerdict, onRecord, onReady, onState
 
   function open() {
     state(attempt === 0 ? "connecting" : "reconnecting");
-    source = new EventSource(`/api/v1/events?since=${lastId}`);
+    source = new EventSource(lastId === null ? "/api/v1/events" : `/api/v1/events?since=${lastId}`);
     source.addEventListener("verdict", (event) => {
       const verdict = JSON.parse(event.data);
-      if (verdict.id <= lastId) return;
+      if (lastId !== null && verdict.id <= lastId) return;
       lastId = verdict.id;
       received += 1; // what reached this page, shown to tests and kiosk checks as data attributes
       document.body.dataset.received = String(received);
@@ -31,9 +31,11 @@ export function connectEvents({ since = 0, onVerdict, onRecord, onReady, onState
     });
     source.addEventListener("record", (event) => onRecord?.(JSON.parse(event.data)));
     source.addEventListener("ready", (event) => {
+      const ready = JSON.parse(event.data);
+      lastId = Math.max(lastId ?? 0, ready.cursor); // a reconnect resumes from here
       attempt = 0;
       state("live");
-      onReady?.(JSON.parse(event.data));
+      onReady?.(ready);
     });
     source.onerror = () => {
       // Reopen ourselves (with the id in the URL), whatever EventSource would do: an HTTP error ends it.
