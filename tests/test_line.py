@@ -323,7 +323,8 @@ def test_demo_line_config_runs_as_printed_without_the_emulator_variable(tmp_path
 def test_a_real_camera_that_is_missing_is_still_a_critical_alarm(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PYLON_CAMEMU")  # read by pypylon at each enumeration: no emulated camera now
-    station = Station(load_config(line_config(tmp_path, part_images(tmp_path / "frames"), free_port())))
+    config = line_config(tmp_path, part_images(tmp_path / "frames"), free_port())
+    station = Station(load_config(config))
     station.start()
     try:
         assert station.store is not None and station.line is not None
@@ -331,5 +332,17 @@ def test_a_real_camera_that_is_missing_is_still_a_critical_alarm(tmp_path: Path,
         assert [(a.kind, a.severity) for a in alarms] == [("camera_unavailable", "critical")]
         assert "no Basler camera found" in alarms[0].message
         assert not station.line.camera.connected
+    finally:
+        station.stop()
+    monkeypatch.setenv("PYLON_CAMEMU", "1")  # the camera is back: the next start clears the old alarm
+    station = Station(load_config(config))
+    station.start()
+    try:
+        assert station.store is not None and station.line is not None and station.line.camera.connected
+        deadline = time.monotonic() + 5
+        while station.store.alarms(active_only=True) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert station.store.alarms(active_only=True) == []
+        assert "alarm_cleared" in [e.action for e in station.store.audit_log(20)]
     finally:
         station.stop()

@@ -96,6 +96,8 @@ class LinePipeline:
     def start(self) -> None:
         try:
             self.camera.open()
+            for kind in ("camera_unavailable", "camera_disconnected"):  # from an earlier run: the camera is back
+                self.inspection.store.clear_alarms(kind, f"line:{self.line.camera.name}")
             self._apply_recipe(self.active_recipe)
             self._warm_up()
         except CameraError as exc:
