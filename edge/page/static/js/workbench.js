@@ -55,14 +55,17 @@ function sampleCard(sample) {
   return card;
 }
 
+let loads = 0; // only the newest request fills the grid (a filter changed while one was on its way)
+
 async function loadSamples(more = false) {
+  const load = ++loads;
   if (!more) before = null;
   const query = new URLSearchParams({ limit: String(PAGE) });
   if ($("wb-state").value) query.set("state", $("wb-state").value);
   if ($("wb-label-filter").value.trim()) query.set("label", $("wb-label-filter").value.trim());
   if (before) query.set("before", String(before));
   const page = await run(() => get(`/api/v1/samples?${query}`));
-  if (!page) return;
+  if (!page || load !== loads) return;
   const cards = page.samples.map(sampleCard);
   if (more) $("wb-grid").append(...cards); else $("wb-grid").replaceChildren(...cards);
   if (!page.samples.length && !more) $("wb-grid").append(el("p", { class: "muted" }, t("workbench.no_samples")));
