@@ -15,7 +15,8 @@ TEST_EXTRAS ?= dev,audio,camera,plc,yolo
 
 $(VENV)/.installed-%: pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt pip
+	# setuptools too: tests/test_install.py builds the wheel offline, without build isolation
+	$(BIN)/python -m pip install --quiet -c constraints.txt pip setuptools
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(if $(filter test,$*),$(TEST_EXTRAS),$(RUN_EXTRAS))]"
 	touch $@
 
