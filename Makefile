@@ -13,9 +13,9 @@ TEST_EXTRAS ?= dev,audio,camera,plc,yolo
 .PHONY: setup run test lint bench clean constraints
 .PRECIOUS: $(VENV)/.installed-%
 
+# setuptools comes from constraints.txt too: tests/test_install.py builds the wheel offline, without build isolation
 $(VENV)/.installed-%: pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# setuptools too: tests/test_install.py builds the wheel offline, without build isolation
 	$(BIN)/python -m pip install --quiet -c constraints.txt pip setuptools
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(if $(filter test,$*),$(TEST_EXTRAS),$(RUN_EXTRAS))]"
 	touch $@
