@@ -53,7 +53,7 @@ def guarded_protocol(api: ApiSettings) -> type[HttpToolsProtocol]:
 
     class GuardedProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
-        _head_bytes = 0  # bytes of the current request's head received so far; -1 once it is complete
+        _head_bytes = 0  # bytes of the current request's head received so far; -1 from its end to the next one
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -69,14 +69,21 @@ def guarded_protocol(api: ApiSettings) -> type[HttpToolsProtocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            counting = self._head_bytes >= 0  # still reading a request's head
-            if counting and self._deadline is None:  # a new request on a kept-alive connection starts its clock
-                self._arm(header_s)
-            super().data_received(data)
-            if counting and self._head_bytes >= 0:  # the head is still incomplete after this chunk
+            super().data_received(data)  # (uvicorn stops its keep-alive clock on any data)
+            if self._head_bytes >= 0:  # a request's head is still incomplete after this chunk
                 self._head_bytes += len(data)
                 if self._head_bytes > max_head:
                     self._refuse(too_big)
+                    return
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and self._deadline is None and not self.transport.is_closing():
+                self._arm(header_s)  # bytes that begin no request (blank lines) get no more time than a head
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._head_bytes = 0
+            if self._deadline is None:  # a further request on a kept-alive connection starts its own clock
+                self._arm(header_s)
 
         def on_headers_complete(self) -> None:
             self._head_bytes = -1
@@ -86,10 +93,6 @@ def guarded_protocol(api: ApiSettings) -> type[HttpToolsProtocol]:
         def on_message_complete(self) -> None:
             self._disarm()
             super().on_message_complete()
-
-        def on_response_complete(self) -> None:
-            self._head_bytes = 0  # the next request's head is counted afresh
-            super().on_response_complete()
 
         def _arm(self, seconds: float) -> None:
             self._disarm()

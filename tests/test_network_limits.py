@@ -70,19 +70,20 @@ def test_sixty_trickling_clients_are_cut_off_while_a_normal_client_is_served(tmp
     body_head = (b"POST /api/v1/verdicts/vision HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
                  b"Content-Length: 500\r\n\r\n")
 
-    async def scenario() -> tuple[list[tuple[float, bytes]], tuple[float, bytes], list[int]]:
+    async def scenario() -> tuple[list[tuple[float, bytes]], tuple[float, bytes], float, list[int]]:
         slow = [asyncio.create_task(trickle(service.port, head, 1.0)) for _ in range(60)]
         slow_body = asyncio.create_task(trickle_body(service.port, body_head))
+        blank_lines = asyncio.create_task(trickle_after_a_request(service.port))
         await asyncio.sleep(1.0)
         statuses = []
         async with httpx.AsyncClient(base_url=service.url, timeout=5) as http:
             for _ in range(3):  # served while the 60 are connected
                 statuses.append((await http.get(HEALTH)).status_code)
                 await asyncio.sleep(0.2)
-        return await asyncio.gather(*slow), await slow_body, statuses
+        return await asyncio.gather(*slow), await slow_body, await blank_lines, statuses
 
     try:
-        cut, body_cut, statuses = asyncio.run(scenario())
+        cut, body_cut, blank_cut, statuses = asyncio.run(scenario())
         assert statuses == [200, 200, 200]
         for seconds, answer in cut:
             assert 1.5 <= seconds <= 4.5, seconds  # api.header_timeout_s 2 s, not the minute before
@@ -90,6 +91,7 @@ def test_sixty_trickling_clients_are_cut_off_while_a_normal_client_is_served(tmp
             assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "request_timeout"
         seconds, answer = body_cut
         assert 2.5 <= seconds <= 5.5 and answer.startswith(b"HTTP/1.1 408 "), (seconds, answer[:80])
+        assert blank_cut <= 4.5, blank_cut  # blank lines after a request keep no connection open
         assert httpx.get(service.url + HEALTH).status_code == 200
     finally:
         service.stop()
@@ -114,6 +116,31 @@ async def trickle_body(port: int, head: bytes) -> tuple[float, bytes]:
         return time.monotonic() - started, b""
     finally:
         writer.close()
+
+
+async def trickle_after_a_request(port: int) -> float:
+    """One normal request on a kept-alive connection, then a blank line every half second; the seconds
+    from the first blank line until the server closed the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(65536), 5)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < 30:
+            writer.write(b"\r\n")
+            await writer.drain()
+            try:
+                if not await asyncio.wait_for(reader.read(65536), 0.5):
+                    break  # closed
+            except TimeoutError:
+                continue
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+    return time.monotonic() - started
 
 
 def test_connection_cap_refuses_extra_connections_until_others_close(tmp_path: Path) -> None:
