@@ -169,6 +169,26 @@ def test_verdict_paging_is_stable_and_complete(client: TestClient) -> None:
     assert client.get("/api/v1/verdicts/999999").status_code == 404
 
 
+def test_a_decision_made_meanwhile_is_not_overwritten(client: TestClient, operator_headers: dict[str, str]) -> None:
+    """Two operators look at the same NG part; the first confirms it, the second's override (sent with the
+    override id it saw) is refused with 409 and records nothing."""
+    verdict = client.post(VISION, content=jpeg(spot=True), headers={"content-type": "image/jpeg"}).json()
+    path = f"/api/v1/verdicts/{verdict['id']}/override"
+    seen = client.get(f"/api/v1/verdicts/{verdict['id']}").json()
+    assert seen["override_id"] is None
+    first = client.post(path, json={"decision": "NG", "expected_override": 0}, headers=operator_headers)
+    assert first.status_code == 200
+    second = client.post(path, json={"decision": "OK", "reason": "looks fine", "expected_override": 0},
+                         headers=operator_headers)
+    assert second.status_code == 409 and "meanwhile" in second.json()["error"]["message"]
+    latest = client.get(f"/api/v1/verdicts/{verdict['id']}").json()
+    assert latest["override_decision"] == "NG" and latest["override_id"] == first.json()["id"]
+    again = client.post(path, json={"decision": "OK", "expected_override": latest["override_id"]},
+                        headers=operator_headers)
+    assert again.status_code == 200, "with the override it saw, the operator's decision is recorded"
+    overrides = client.get(f"/api/v1/overrides?verdict={verdict['id']}").json()["items"]
+    assert [o["decision"] for o in overrides] == ["NG", "OK"]
+
 def test_override_batches_alarms_and_audit_record_the_authenticated_actor(
         client: TestClient, station: Station, operator_headers: dict[str, str]) -> None:
     """Operator changes need a credential; the recorded actor is the token's identity, never a body field."""

@@ -118,6 +118,8 @@ class VerdictRecord(BaseModel):
                                         examples=["re-inspected: dust"])
     override_at: str | None = Field(None, description="When (UTC, ISO 8601).",
                                     examples=["2026-12-05T08:15:02.114233+00:00"])
+    override_id: int | None = Field(None, description="That override's id: send it back as `expected_override` "
+                                                      "so that a decision made meanwhile is not overwritten.")
 
 
 class VerdictPage(BaseModel):
@@ -141,6 +143,10 @@ class OverrideRequest(BaseModel):
                                                                  "model's: a confirmation).")
     reason: str | None = Field(None, max_length=500)
     label: str | None = Field(None, max_length=64, description="Defect label, e.g. crack, for a labelled sample.")
+    expected_override: int | None = Field(
+        None, ge=0, le=2**63 - 1,
+        description="The verdict's `override_id` the operator saw (0: none). When someone else has overridden "
+                    "the verdict since, the request is refused (409) and nothing is recorded.")
 
 
 class OverrideRecord(BaseModel):

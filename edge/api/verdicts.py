@@ -150,7 +150,8 @@ def build_router(station: Station, access: AccessControl) -> APIRouter:
                              "under the logged-in identity.")
     async def override(verdict_id: int, body: OverrideRequest,
                        identity: Identity = Depends(operator)) -> OverrideRecord:
-        future = inspection().store.override(verdict_id, body.decision, identity.actor, body.reason, body.label)
+        future = inspection().store.override(verdict_id, body.decision, identity.actor, body.reason, body.label,
+                                                  body.expected_override)
         return OverrideRecord.model_validate(await asyncio.wrap_future(future))
 
     return router

@@ -100,6 +100,7 @@ class Verdict:
     override_operator: str | None = None
     override_reason: str | None = None
     override_at: str | None = None
+    override_id: int | None = None
 
     @property
     def effective_decision(self) -> Decision:

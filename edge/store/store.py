@@ -78,7 +78,7 @@ SELECT v.id, v.part_id, p.serial, p.batch_id, COALESCE(b.lot, p.lot) AS lot, b.p
        COALESCE(la.actuated, v.actuated) AS actuated, (v.late OR la.verdict_id IS NOT NULL) AS late,
        p.trigger_seq, v.actor, v.refers_to, v.hash,
        o.decision AS override_decision, o.label AS override_label, o.operator AS override_operator,
-       o.reason AS override_reason, o.created_at AS override_at
+       o.reason AS override_reason, o.created_at AS override_at, o.id AS override_id
 FROM verdicts v
 JOIN parts p ON p.id = v.part_id
 LEFT JOIN batches b ON b.id = p.batch_id
@@ -231,8 +231,10 @@ class VerdictStore:
         return self._writer.submit(operation)
 
     def override(self, verdict_id: int, decision: Decision, actor: str, reason: str | None = None,
-                 label: str | None = None) -> Future[Override]:
-        """An operator's confirmation or correction: a new record referring to the verdict."""
+                 label: str | None = None, expected_override: int | None = None) -> Future[Override]:
+        """An operator's confirmation or correction: a new record referring to the verdict. With
+        ``expected_override`` (the latest override id the operator saw, 0 for none) it is refused with a
+        ConflictError when someone else overrode the verdict meanwhile."""
         if decision not in DECISIONS:
             raise StoreError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
 
@@ -240,11 +242,15 @@ class VerdictStore:
             if not valid_id(verdict_id):
                 raise NotFoundError(f"verdict {verdict_id} does not exist")
             row = conn.execute(
-                "SELECT v.decision, v.label, o.decision AS o_decision, o.label AS o_label FROM verdicts v"
+                "SELECT v.decision, v.label, o.id AS o_id, o.decision AS o_decision, o.label AS o_label FROM verdicts v"
                 " LEFT JOIN overrides o ON o.id = (SELECT MAX(id) FROM overrides WHERE verdict_id = v.id)"
                 " WHERE v.id = ?", (verdict_id,)).fetchone()
             if row is None:
                 raise NotFoundError(_missing(conn, verdict_id))
+            latest = int(row["o_id"] or 0)
+            if expected_override is not None and latest != expected_override:
+                raise ConflictError(f"verdict {verdict_id} was decided meanwhile (override {latest}); "
+                                    "look at it again before deciding")
             now = utc_now()
             override_id = conn.execute(
                 "INSERT INTO overrides (verdict_id, decision, label, operator, reason, created_at)"

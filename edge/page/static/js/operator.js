@@ -205,7 +205,8 @@ async function run(action, success) {
   }
 }
 
-// Another operator may have decided the part since this one looked: re-read it before acting.
+// Another operator may have decided the part since this one looked: re-read it before acting (the API refuses
+// a decision made meanwhile too: expected_override).
 async function checkUnchanged(seen) {
   let fresh;
   try {
@@ -225,7 +226,8 @@ function confirmShown() {
   const seen = shown;
   run(async () => {
     await checkUnchanged(seen);
-    await act("POST", `/api/v1/verdicts/${seen.id}/override`, { decision: decisionOf(seen) });
+    await act("POST", `/api/v1/verdicts/${seen.id}/override`, { decision: decisionOf(seen),
+      expected_override: seen.override_id ?? 0 });
     onChangedVerdict(await get(`/api/v1/verdicts/${seen.id}`));
   }, t("action.confirmed"));
 }
@@ -237,7 +239,8 @@ async function overrideShown() {
   openForm($("override-dialog"), async (data) => {
     await checkUnchanged(seen);
     await act("POST", `/api/v1/verdicts/${seen.id}/override`, { decision: data.get("decision"),
-      reason: data.get("reason") || null, label: data.get("label") || null });
+      reason: data.get("reason") || null, label: data.get("label") || null,
+      expected_override: seen.override_id ?? 0 });
     onChangedVerdict(await get(`/api/v1/verdicts/${seen.id}`));
     toast(t("action.overridden"), "ok");
   });
