@@ -287,6 +287,10 @@ def test_unreadable_or_mismatched_tls_files_stop_startup_with_a_clear_message(tm
                               capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
         assert done.returncode != 0
         assert message in done.stderr and key_name in done.stderr, done.stderr
+        checked = subprocess.run([*EDGE_INSPECT, "config", "check", "--json", "--config", str(config)],
+                                 capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
+        report = json.loads(checked.stdout)
+        assert checked.returncode == 2 and not report["ok"] and message in " ".join(report["problems"])
     config = write_station_config(tmp_path, api=api(tls_certificate=cert.name))
     done = subprocess.run([*EDGE_INSPECT, "config", "check", "--config", str(config)], capture_output=True,
                           text=True, cwd=PROJECT_ROOT, timeout=60)
