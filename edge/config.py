@@ -71,10 +71,12 @@ class StorageSettings(_Section):
     ok_sample_rate: float = Field(
         0.0, ge=0, le=1, title="Share of OK images kept",
         description="With save_images: ng, this share of OK parts' images is kept too (picked at random).")
-    ok_grace_minutes: float = Field(
-        10.0, ge=0, le=10_080, title="Minutes an OK image waits for an override",
-        description="With save_images: ng, every OK image is kept this long; one whose verdict an operator "
-                    "overrode or confirmed by then is kept for good, the others deleted. 0: OK images not kept.")
+    recent_ok_images_mb: float = Field(
+        256.0, ge=0, le=65_536, title="Memory for recent OK images, MB",
+        description="With save_images: ng, the latest OK images (not picked by ok_sample_rate) are held in "
+                    "memory, never written, up to this much (the oldest dropped): an operator's override or "
+                    "confirmation of one still held writes it to disk; the station page shows them. Lost on a "
+                    "restart. 0: OK images not held.")
     archive_after_days: float = Field(
         90.0, ge=0, title="Archive verdict rows after, days",
         description="Verdicts older than this move from the database to compressed files under <data>/archive "

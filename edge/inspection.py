@@ -150,18 +150,22 @@ class InspectionService:
 
     def _archive(self, result: VisionResult, pixels: npt.NDArray[np.uint8],
                  original: tuple[bytes, str] | None) -> tuple[Path | None, Path | None, Future[None] | None]:
-        """Reserve the image (and, for NG, heat map) files the policy keeps, and queue their writing;
-        returns both paths and the Future of the writes."""
+        """Reserve the image (and, for NG, heat map) files the policy keeps, and queue their writing (an OK
+        image not written now is held in memory, as it is, under its reserved path); returns both paths and the
+        Future of the writes."""
         sampled = self.sampler is not None and self.sampler.choose(result.score, result.threshold)
         if not sampled and not self.archive.wants(result.decision):
             return None, None, None
-        image_path = self.archive.reserve(original[1] if original is not None else "png",
-                                          None if sampled else result.decision)  # an OK one may be kept a while
+        extension = original[1] if original is not None else "png"
+        content = original[0] if original is not None else pixels
+        if not sampled and self.archive.held_only(result.decision):
+            return self.archive.hold(extension, content), None, None
+        image_path = self.archive.reserve(extension)
         if sampled and self.sampler is not None:
             self.sampler.expect(self.archive.ref(image_path))
         files: list[tuple[Path, FileContent]] = []
         if image_path is not None:
-            files.append((image_path, original[0] if original is not None else pixels))
+            files.append((image_path, content))
         heatmap_path = None
         if result.anomaly_map is not None and result.decision == "NG":
             heatmap_path = self.archive.reserve("png")

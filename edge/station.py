@@ -24,7 +24,7 @@ from edge.microphone import ContinuousListener, build_microphone
 from edge.model_manager import ModelManager
 from edge.page.hub import EventHub
 from edge.quality import attach_quality
-from edge.retention import StorageKeeper
+from edge.retention import KeepOverridden, StorageKeeper
 from edge.runner import SourceRunner
 from edge.store import VerdictStore
 from edge.store.backup import StationLock, integrity_problems
@@ -119,7 +119,8 @@ class Station:
                 raise StartupError(f"model '{name}' cannot be loaded: {exc}") from exc
         archive = ImageArchive(cfg.data_dir, cfg.storage.save_images, cfg.storage.min_free_mb,
                                cfg.storage.keep_images_days, cfg.storage.image_budget_mb, cfg.storage.ok_sample_rate,
-                               cfg.storage.ok_grace_minutes)
+                               cfg.storage.recent_ok_images_mb)
+        self.store.add_listener(KeepOverridden(archive))  # an override keeps its OK image held in memory
         self.inspection = InspectionService(self.models, self.store, archive, self.metrics, cfg.models.vision,
                                             int(cfg.api.max_image_megapixels * 1_000_000),
                                             quality_limits(cfg.quality))

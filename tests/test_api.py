@@ -81,11 +81,14 @@ def test_camera_and_export_pixel_formats_are_judged_like_8_bit(client: TestClien
         assert body["score"] == pytest.approx(expected["score"], abs=0.02), kind
 
 
-def test_ok_part_gets_generated_serial_and_no_region(client: TestClient) -> None:
+def test_ok_part_gets_generated_serial_and_no_region(client: TestClient, station: Station) -> None:
     body = client.post(VISION, content=jpeg(), headers={"content-type": "image/jpeg"}).json()
     assert body["decision"] == "OK" and body["defect_region"] is None
     assert body["serial"].startswith("test-station-")
-    assert client.get(f"/api/v1/verdicts/{body['id']}/image").status_code == 404  # OK images are not kept
+    image = client.get(f"/api/v1/verdicts/{body['id']}/image")  # a recent OK image: served from memory
+    assert image.status_code == 200 and image.content == jpeg() and image.headers["content-type"] == "image/jpeg"
+    assert not list((station.config.data_dir / "images").rglob("*.*")), "an OK image is not written"
+    assert client.get(f"/api/v1/verdicts/{body['id']}/heatmap").status_code == 404
 
 
 def truncated_jpeg() -> bytes:

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import numpy as np
-from support import LiveService, free_port, jpeg, write_station_config
+from fastapi.testclient import TestClient
+from support import LiveService, bearer, free_port, jpeg, write_station_config
 
+from edge.api.app import create_app
 from edge.archive import DiskUsage, ImageArchive
 from edge.config import load_config
 from edge.retention.keeper import ALARM_KIND, StorageKeeper
+from edge.station import Station
 from edge.store import NewVerdict, PartContext, VerdictStore
+from vision.images import decode_image
 
 VISION = "/api/v1/verdicts/vision"
 
@@ -72,36 +76,111 @@ def test_floor_deletes_until_free_space_returns(tmp_path: Path) -> None:
     assert not archive.below_floor()
 
 
-def test_ok_images_wait_for_an_override_then_go(tmp_path: Path) -> None:
-    archive = ImageArchive(tmp_path, "ng", min_free_mb=0, ok_grace_minutes=5)
-    assert archive.wants("OK") and archive.wants("NG")
-    ng = archive.reserve("png", "NG")
-    overridden = archive.reserve("png", "OK")
-    plain = archive.reserve("png", "OK")
-    assert ng is not None and overridden is not None and plain is not None
-    assert ".grace." not in ng.name and ".grace." in overridden.name and ".grace." in plain.name
-    for path in (ng, overridden, plain):
-        archive.write(path, np.zeros((8, 8), np.uint8))
-    asked: list[datetime] = []
-
-    def pinned(since: datetime) -> set[str]:
-        asked.append(since)
-        return {str(archive.ref(overridden))}
-
-    assert archive.enforce_retention(pinned=pinned) == 0 and not asked  # still in their grace period
-    later = datetime.now(UTC) + timedelta(minutes=6)
-    assert archive.enforce_retention(now=later, pinned=pinned) == 1
-    assert ng.exists() and overridden.exists() and not plain.exists()
-    assert archive.enforce_retention(now=later + timedelta(minutes=10), pinned=lambda since: set()) == 0
-    assert overridden.exists()  # kept for good once pinned
+def test_ok_images_are_held_in_memory_and_written_only_when_kept(tmp_path: Path) -> None:
+    frame = np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)  # a camera part: its pixels, as the path has them
+    archive = ImageArchive(tmp_path, "ng", min_free_mb=0, recent_ok_mb=3 * frame.nbytes / 2**20)
+    try:
+        assert archive.wants("OK") and archive.held_only("OK") and not archive.held_only("NG")
+        paths = [archive.hold("png", frame + i) for i in range(4)]  # room for three: the first is dropped
+        assert all(p is not None for p in paths)
+        refs = [str(archive.ref(p)) for p in paths]
+        assert not (tmp_path / "images").exists(), "nothing written, not even a folder"
+        assert archive.held(refs[0]) is None and archive.recent.dropped == 1
+        assert archive.recent.bytes == 3 * frame.nbytes
+        held = archive.held(refs[1])
+        assert held is not None and np.array_equal(decode_image(held, 10**6).pixels, frame + 1)  # PNG on request
+        assert archive.keep(refs[0]) is None  # gone from memory: nothing to keep
+        kept = archive.keep(refs[1])
+        assert kept is not None
+        kept.result()
+        path = archive.resolve(refs[1])
+        assert path == paths[1] and np.array_equal(decode_image(path.read_bytes(), 10**6).pixels, frame + 1)
+        assert archive.held(refs[1]) is None and archive.keep(refs[1]) is None  # on disk now, once
+        assert archive.bytes_used == path.stat().st_size
+        archive.remove(refs[2])  # a verdict that could not be stored: its image goes from memory too
+        assert archive.held(refs[2]) is None and [p.name for p in paths[1].parent.iterdir()] == [paths[1].name]
+        assert archive.hold("png", np.zeros((4096, 4096), np.uint8)) is None  # larger than the whole budget
+        assert archive.keep("../../etc/passwd") is None
+    finally:
+        archive.close()
 
 
 def test_ok_sample_rate_keeps_a_share_for_good(tmp_path: Path) -> None:
     archive = ImageArchive(tmp_path, "ng", min_free_mb=0, ok_sample_rate=0.5)
-    names = [archive.reserve("png", "OK") for _ in range(400)]
-    kept = sum(1 for n in names if n is not None and ".grace." not in n.name)
+    kept = sum(1 for _ in range(400) if not archive.held_only("OK"))
     assert 140 < kept < 260  # binomial(400, 0.5): far outside 5 sigma otherwise
-    assert not ImageArchive(tmp_path, "ng", min_free_mb=0).wants("OK")  # no share, no grace: OK images not kept
+    assert not ImageArchive(tmp_path, "ng", min_free_mb=0).wants("OK")  # no share, no memory: OK images not kept
+    assert not ImageArchive(tmp_path, "all", min_free_mb=0, recent_ok_mb=8).held_only("OK")  # all: written
+
+
+def test_images_are_written_whole_and_a_half_written_one_is_cleared(tmp_path: Path) -> None:
+    archive = ImageArchive(tmp_path, "ng", min_free_mb=0)
+    try:
+        path = archive.reserve("jpg")
+        assert path is not None
+        archive.write_later([(path, b"whole image")]).result()
+        assert path.read_bytes() == b"whole image" and [p.name for p in path.parent.iterdir()] == [path.name]
+        failing = archive.reserve("png")
+        assert failing is not None
+
+        def crash() -> np.ndarray:
+            raise OSError(28, "No space left on device")
+
+        archive.write_later([(failing, crash)]).result()
+        assert not failing.exists() and archive.failed_writes == 1
+        (path.parent / "cut-short.png.tmp").write_bytes(b"half")  # what a kill mid-write leaves
+    finally:
+        archive.close()
+    again = ImageArchive(tmp_path, "ng", min_free_mb=0)
+    assert [p.name for p in path.parent.iterdir()] == [path.name] and again.bytes_used == len(b"whole image")
+
+
+def test_an_override_keeps_an_ok_image_and_only_then_is_it_written(tmp_path: Path) -> None:
+    """Through the API: OK images are held in memory and never written; the operator's override (or
+    confirmation) of one writes it under the ref its verdict already has, and its workbench sample is
+    usable; one dropped from memory is 404 and its override keeps nothing."""
+    config = write_station_config(tmp_path, storage={"data_dir": str(tmp_path / "data"), "save_images": "ng",
+                                                     "min_free_mb": 10, "recent_ok_images_mb": 0.05})
+    station = Station(load_config(config))
+    station.start(with_sources=False)
+    images = tmp_path / "data" / "images"
+    try:
+        with TestClient(create_app(station), base_url="http://127.0.0.1") as client:
+            operator = bearer(station, "ann", ["operator"])
+            tech = bearer(station, "tech", ["maintenance"])
+            uploads = [jpeg(seed=i) for i in range(3)]
+            assert sum(map(len, uploads)) < 0.05 * 2**20 < 2 * sum(map(len, uploads))  # three fit, six do not
+            ok = [client.post(VISION, content=u, headers={"content-type": "image/jpeg"}).json() for u in uploads]
+            assert all(v["decision"] == "OK" for v in ok)
+            refs = [station.store.verdict(v["id"]).image_ref for v in ok]  # type: ignore[union-attr]
+            assert all(refs) and not list(images.rglob("*.*")), "OK images are not written"
+            for verdict, upload in zip(ok, uploads, strict=True):
+                assert client.get(f"/api/v1/verdicts/{verdict['id']}/image").content == upload  # from memory
+
+            confirmed = client.post(f"/api/v1/verdicts/{ok[1]['id']}/override", headers=operator,
+                                    json={"decision": "NG", "label": "scratch", "reason": "a fine scratch"})
+            assert confirmed.status_code == 200, confirmed.text
+            station.inspection.archive.write_later([]).result()  # the writer thread has done what was queued
+            written = [p for p in images.rglob("*.*")]
+            assert [p.relative_to(tmp_path / "data").as_posix() for p in written] == [refs[1]]
+            assert written[0].read_bytes() == uploads[1]
+            sample = client.get("/api/v1/samples?label=scratch", headers=tech).json()["samples"]
+            assert [s["verdict_id"] for s in sample] == [ok[1]["id"]] and sample[0]["has_image"]
+            assert client.get(sample[0]["image_url"], headers=tech).content == uploads[1]
+            assert station.inspection.archive.resolve(str(refs[1])) == written[0]  # what retraining reads
+
+            for seed in range(3, 9):  # newer OK parts push the first ones out of memory
+                client.post(VISION, content=jpeg(seed=seed), headers={"content-type": "image/jpeg"})
+            assert station.inspection.archive.recent.bytes <= 0.05 * 2**20
+            gone = client.get(f"/api/v1/verdicts/{ok[0]['id']}/image")
+            assert gone.status_code == 404 and "not kept" in gone.json()["error"]["message"]
+            late = client.post(f"/api/v1/verdicts/{ok[0]['id']}/override", headers=operator,
+                               json={"decision": "OK", "reason": "checked"})
+            assert late.status_code == 200
+            station.inspection.archive.write_later([]).result()
+            assert len(list(images.rglob("*.*"))) == 1, "an image no longer held is not kept; no other OK one"
+    finally:
+        station.stop()
 
 
 def _verdict() -> NewVerdict:
@@ -116,7 +195,7 @@ def test_floor_raises_the_alarm_verdicts_still_flow_and_it_clears(tmp_path: Path
     archive = ImageArchive(config.data_dir, "ng", min_free_mb=10, free_space_probe=disk)
     keeper = StorageKeeper(config, store, archive)
     try:
-        assert archive.reserve("png", "NG") is None and archive.skipped_low_disk == 1
+        assert archive.reserve("png") is None and archive.skipped_low_disk == 1
         stored = store.record(PartContext("st", "api"), [_verdict()]).result()
         assert stored.verdict_id == 1  # the verdict is stored without its image
         keeper.keep_images()
@@ -129,7 +208,7 @@ def test_floor_raises_the_alarm_verdicts_still_flow_and_it_clears(tmp_path: Path
         keeper.keep_images()
         assert not [a for a in store.alarms(active_only=True) if a.kind == ALARM_KIND]
         assert store.audit_log(1)[0].action == "alarm_cleared"
-        assert archive.reserve("png", "NG") is not None
+        assert archive.reserve("png") is not None
     finally:
         store.close()
         archive.close()

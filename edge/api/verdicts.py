@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from edge.access import AOI_VERDICT, OPERATOR, QMS_READ, AccessControl, Identity
 from edge.api.errors import ApiError
@@ -134,15 +135,23 @@ def build_router(station: Station, access: AccessControl) -> APIRouter:
 
     @router.get("/verdicts/{verdict_id}/{kind}", dependencies=[reader], response_class=FileResponse,
                 summary="The stored image or heat map",
+                description="A kept file, or a recent OK part's image still held in memory (not written "
+                            "unless its verdict is overridden or confirmed while held); 404 once neither.",
                 responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "application/octet-stream": {}},
                                  "description": "The file as stored."}})
-    async def verdict_file(verdict_id: int, kind: Literal["image", "heatmap"]) -> FileResponse:
+    async def verdict_file(verdict_id: int, kind: Literal["image", "heatmap"]) -> Response:
         record = await stored_verdict(verdict_id)
         ref = record.image_ref if kind == "image" else record.heatmap_ref
-        path = inspection().archive.resolve(ref) if ref else None
-        if path is None:
-            raise NotFoundError(f"verdict {verdict_id} has no stored {kind}")
-        return FileResponse(path)
+        archive = inspection().archive
+        path = archive.resolve(ref) if ref else None
+        if path is not None:
+            return FileResponse(path)
+        held = await run_in_threadpool(archive.held, ref) if ref else None  # a camera frame is encoded here
+        if held is None:
+            raise NotFoundError(f"verdict {verdict_id} has no stored {kind}"
+                                + (" (not kept)" if ref else ""))
+        media_type = mimetypes.guess_type(ref or "")[0] or "application/octet-stream"
+        return Response(held, media_type=media_type, headers={"Cache-Control": "no-store"})
 
     @router.post("/verdicts/{verdict_id}/override", response_model=OverrideRecord,
                  summary="Operator confirms or overrides a verdict",

@@ -3,12 +3,11 @@ scheduled backups, each step on its own so that one failing never stops the othe
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sqlite3
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from edge.archive import ImageArchive
 from edge.config import StationConfig
@@ -17,7 +16,6 @@ from edge.retention.verdicts import archive_due
 from edge.store import VerdictStore
 from edge.store.archiving import ArchiveError
 from edge.store.backup import BackupError, backups_in, scheduled_backup
-from edge.store.queries import utc_text
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +63,7 @@ class StorageKeeper:
     # -- images ----------------------------------------------------------------------------------
     def keep_images(self) -> None:
         try:
-            self.archive.enforce_retention(pinned=self._overridden_refs)
+            self.archive.enforce_retention()
         except (OSError, sqlite3.Error) as exc:
             log.error("image retention failed: %s", exc)
         skipped = self.archive.skipped_low_disk - self._skipped_seen
@@ -91,18 +89,6 @@ class StorageKeeper:
                 self.alarm_active = False
         except Exception as exc:  # the store stopping: tried again next round
             log.error("cannot record the disk alarm: %s", exc)
-
-    def _overridden_refs(self, since: datetime) -> set[str]:
-        """Image and heat map refs of verdicts committed since ``since`` that an operator overrode or
-        confirmed, and of workbench samples: kept past their grace period."""
-        conn = self.store.reader()
-        since -= timedelta(minutes=1)  # an image is written after its verdict's commit
-        rows = conn.execute("SELECT v.image_ref, v.heatmap_ref FROM overrides o JOIN verdicts v ON v.id = o.verdict_id"
-                            " WHERE v.created_at >= ?", (utc_text(since),)).fetchall()
-        refs = {ref for row in rows for ref in row if ref}
-        with contextlib.suppress(sqlite3.OperationalError):  # no workbench table
-            refs |= {row[0] for row in conn.execute("SELECT image_ref FROM samples WHERE image_ref IS NOT NULL")}
-        return refs
 
     # -- verdict rows ------------------------------------------------------------------------------
     def archive_verdicts(self) -> None:
