@@ -9,9 +9,15 @@
    fills the disk past the floor. Checked: verdicts keep being stored, the images_not_kept alarm is raised, no
    crash; the ballast removed, the alarm clears. (Real statvfs: on a shared machine other writers move the
    free space too; the margin is chosen larger than their noise.)
+3. Image writes (``--images N``, alone with ``--images-only``): per kept image, the archive's durable write
+   (temporary name, fsync, rename, folder sync: one batch per image, as an NG part is written) against a plain
+   write of the same bytes, interleaved in the same run (p50/p99 and the ratio of medians); and per OK part, what
+   the earlier grace files cost (an uncompressed PNG of the frame, written) against holding it in memory.
+   ``--frame WxH`` sets the camera frame (default 2448x2048, 5 MP grey); an upload is a JPEG of ``--jpeg-kb``.
+   Files go under ``--dir`` (default: a folder in the system temporary folder; give the data disk's).
 
 Usage: .venv/bin/python bench/bench_storage.py [--rows 100000] [--rate 25] [--margin-mb 200] [--json out.json]
-       [--skip-disk]
+       [--skip-disk] [--images 200] [--images-only] [--frame 2448x2048] [--jpeg-kb 300] [--dir PATH]
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge.archive import ImageArchive  # noqa: E402
 from edge.store import NewVerdict, PartContext, VerdictStore  # noqa: E402
 from edge.store.archiving import archive_verdicts  # noqa: E402
 from edge.store.chain import utc_now  # noqa: E402
 from edge.store.verify import verify_database  # noqa: E402
+from vision.images import encode_png  # noqa: E402
 
 
 def _verdict(i: int) -> NewVerdict:
@@ -164,6 +172,43 @@ def bench_full_disk(folder: Path, margin_mb: float) -> dict[str, Any]:
         log.close()
 
 
+def bench_image_writes(folder: Path, count: int, frame_size: tuple[int, int], jpeg_kb: int) -> dict[str, Any]:
+    folder.mkdir(parents=True)
+    archive = ImageArchive(folder, "all", min_free_mb=0)
+    rng = np.random.default_rng(0)
+    upload = rng.integers(0, 256, jpeg_kb * 1024, dtype=np.uint8).tobytes()  # the size of a JPEG upload
+    frame = (rng.integers(0, 40, frame_size[::-1], dtype=np.uint8) + 30)  # a dark 8-bit camera frame
+    plain: list[float] = []
+    durable: list[float] = []
+    try:
+        for i in range(count):  # interleaved: both see the same disk state
+            path = archive.reserve("jpg")
+            assert path is not None
+            started = time.perf_counter()
+            path.with_name(f"plain-{i}.jpg").write_bytes(upload)  # as images were written before
+            plain.append((time.perf_counter() - started) * 1000.0)
+            started = time.perf_counter()
+            archive.write_later([(path, upload)]).result()
+            durable.append((time.perf_counter() - started) * 1000.0)
+        grace: list[float] = []
+        held: list[float] = []
+        for i in range(min(count, 20)):
+            started = time.perf_counter()
+            (folder / f"grace-{i}.png").write_bytes(encode_png(frame, 0))  # what every OK part cost before
+            grace.append((time.perf_counter() - started) * 1000.0)
+            started = time.perf_counter()
+            archive.recent.put(f"held-{i}", frame)
+            held.append((time.perf_counter() - started) * 1000.0)
+    finally:
+        archive.close()
+    durable_p50 = float(np.median(durable))
+    return {"images": count, "image_bytes": len(upload), "frame": f"{frame_size[0]}x{frame_size[1]}",
+            "plain_write": _percentiles(plain), "durable_write": _percentiles(durable),
+            "durable_over_plain_p50": round(durable_p50 / max(float(np.median(plain)), 1e-6), 2),
+            "durable_cost_p50_ms": round(durable_p50 - float(np.median(plain)), 2),
+            "ok_part_grace_file": _percentiles(grace), "ok_part_held": _percentiles(held)}
+
+
 def _free_port() -> int:
     import socket
     with socket.socket() as sock:
@@ -192,15 +237,26 @@ def main() -> None:
     parser.add_argument("--margin-mb", type=float, default=200.0)
     parser.add_argument("--skip-disk", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--images", type=int, default=0, help="kept images to time (0: none)")
+    parser.add_argument("--images-only", action="store_true", help="only the image writes")
+    parser.add_argument("--frame", default="2448x2048", help="camera frame WxH")
+    parser.add_argument("--jpeg-kb", type=int, default=300)
+    parser.add_argument("--dir", type=Path, default=None, help="where files go (the data disk)")
     args = parser.parse_args()
     results: dict[str, Any] = {"command": " ".join(sys.argv), "host": platform.node(), "cpus": os.cpu_count(),
                                "at": utc_now()}
-    with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
-        results["archiving"] = bench_archiving(Path(tmp) / "a", args.rows, args.rate)
-        print(json.dumps(results["archiving"], indent=2))
-        if not args.skip_disk:
+    with tempfile.TemporaryDirectory(prefix="bench-storage-", dir=args.dir) as tmp:
+        if not args.images_only:
+            results["archiving"] = bench_archiving(Path(tmp) / "a", args.rows, args.rate)
+            print(json.dumps(results["archiving"], indent=2))
+        if not args.skip_disk and not args.images_only:
             results["full_disk"] = bench_full_disk(Path(tmp) / "d", args.margin_mb)
             print(json.dumps(results["full_disk"], indent=2))
+        if args.images:
+            width, height = (int(v) for v in args.frame.lower().split("x"))
+            results["image_writes"] = bench_image_writes(Path(tmp) / "i", args.images, (width, height),
+                                                         args.jpeg_kb)
+            print(json.dumps(results["image_writes"], indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
