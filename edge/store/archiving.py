@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.durable import fsync_folder, write_durably
 from edge.store.chain import GENESIS, VERDICT_FIELDS, anchor, append_audit, record_hash, utc_now
 from edge.store.store import ConflictError, VerdictStore
 from edge.store.verify import CHAIN_SELECT
@@ -134,8 +135,8 @@ def _write_file(conn: sqlite3.Connection, folder: Path, anchor_id: int, anchor_h
     os.replace(temporary, target)
     manifest = Manifest(name, "verdicts", first_id, last_id, len(rows), anchor_hash, str(rows[-1][-1]),
                         str(rows[0][at]), str(rows[-1][at]), digest, utc_now())
-    _write_durably(folder / (name + MANIFEST_SUFFIX), json.dumps(asdict(manifest), indent=2).encode())
-    _fsync_folder(folder)
+    write_durably(folder / (name + MANIFEST_SUFFIX), json.dumps(asdict(manifest), indent=2).encode(), False)
+    fsync_folder(folder)
     return manifest
 
 
@@ -276,20 +277,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from edge.durable import fsync_folder
 from edge.store.chain import append_audit
 from edge.store.verify import ChainReport, verify_database
 
@@ -88,7 +89,7 @@ def backup_database(source: Path, target: Path) -> BackupResult:
                               f"database itself may be damaged: run `edge-inspect audit verify`")
         _fsync(partial)
         os.replace(partial, target)
-        _fsync_folder(target.parent)
+        fsync_folder(target.parent)
     except (sqlite3.Error, OSError) as exc:
         partial.unlink(missing_ok=True)
         raise BackupError(f"backup of {source} to {target} failed: {exc}") from exc
@@ -165,7 +166,7 @@ def restore_database(backup: Path, database: Path, actor: str) -> RestoreResult:
         backup_database(backup, incoming)
         aside = _set_aside(database)
         os.replace(incoming, database)
-        _fsync_folder(database.parent)
+        fsync_folder(database.parent)
         _audit_restore(database, actor, backup, aside)
         return RestoreResult(database, backup, aside, chains)
     finally:
@@ -214,11 +215,3 @@ def _audit_restore(database: Path, actor: str, backup: Path, aside: Path | None)
 def _fsync(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
