@@ -40,8 +40,11 @@ class StationMetrics:
         self.line_events = Gauge("edge_line_events", "Line pipeline counts since start (triggers, results, "
                                  "failsafe, late, overload, camera_errors, invalid)", ["event"], registry=r)
         self.archive_events = Gauge("edge_archive_events", "Image archive counts since start (skipped_low_disk: "
-                                    "images not kept for lack of space; failed_writes)", ["event"], registry=r)
+                                    "images not kept for lack of space; failed_writes; ok_dropped: OK images that left "
+                                    "memory unkept)", ["event"], registry=r)
         self.image_bytes = Gauge("edge_image_bytes", "Bytes of kept images and heat maps", registry=r)
+        self.recent_ok_bytes = Gauge("edge_recent_ok_image_bytes", "Bytes of the recent OK images held in memory",
+                                     registry=r)
         self.image_budget = Gauge("edge_image_budget_bytes", "Disk budget for images (0: none)", registry=r)
         self.data_free = Gauge("edge_data_free_bytes", "Free space on the data folder's filesystem", registry=r)
         self.requests = Counter("edge_http_requests", "HTTP requests by route and status",
@@ -98,5 +101,7 @@ class StationMetrics:
             self.archive_events.labels("skipped_low_disk").set(archive.skipped_low_disk)
             self.archive_events.labels("failed_writes").set(archive.failed_writes)
             self.archive_events.labels("deleted").set(archive.removed_files)
+            self.archive_events.labels("ok_dropped").set(archive.recent.dropped)
+            self.recent_ok_bytes.set(archive.recent.bytes)
             self.image_bytes.set(archive.bytes_used)
             self.image_budget.set(archive.budget_bytes)

@@ -179,6 +179,10 @@ def test_an_override_keeps_an_ok_image_and_only_then_is_it_written(tmp_path: Pat
             assert late.status_code == 200
             station.inspection.archive.write_later([]).result()
             assert len(list(images.rglob("*.*"))) == 1, "an image no longer held is not kept; no other OK one"
+            metrics = client.get("/metrics").text
+            dropped = station.inspection.archive.recent.dropped
+            assert dropped >= 1 and f'edge_archive_events{{event="ok_dropped"}} {float(dropped)}' in metrics
+            assert f"edge_recent_ok_image_bytes {float(station.inspection.archive.recent.bytes)}" in metrics
     finally:
         station.stop()
 
