@@ -19,6 +19,7 @@ import os
 import random
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -252,16 +253,19 @@ class ImageArchive:
         return 1
 
     def _measure(self) -> int:
-        """The bytes the images use; a file left half-written by a kill (``*.tmp``) is removed."""
+        """The bytes the images use; a file left half-written by a kill (``*.tmp`` older than a minute: a write
+        takes milliseconds, so not one another archive of the same folder is writing) is removed."""
         total = 0
+        abandoned = time.time() - 60.0
         if self.root.is_dir():
             for folder, _, names in os.walk(self.root):
                 for name in names:
                     with contextlib.suppress(OSError):
-                        if name.endswith(TEMPORARY):
-                            os.unlink(os.path.join(folder, name))
-                        else:
-                            total += os.stat(os.path.join(folder, name)).st_size
+                        path = os.path.join(folder, name)
+                        if not name.endswith(TEMPORARY):
+                            total += os.stat(path).st_size
+                        elif os.stat(path).st_mtime < abandoned:
+                            os.unlink(path)
         return total
 
     def resolve(self, ref: str) -> Path | None:

@@ -128,11 +128,16 @@ def test_images_are_written_whole_and_a_half_written_one_is_cleared(tmp_path: Pa
 
         archive.write_later([(failing, crash)]).result()
         assert not failing.exists() and archive.failed_writes == 1
-        (path.parent / "cut-short.png.tmp").write_bytes(b"half")  # what a kill mid-write leaves
+        cut_short = path.parent / "cut-short.png.tmp"  # what a kill mid-write leaves
+        cut_short.write_bytes(b"half")
+        writing = path.parent / "being-written.png.tmp"  # what another archive of the folder is writing now
+        writing.write_bytes(b"hal")
+        os.utime(cut_short, (time.time() - 120, time.time() - 120))
     finally:
         archive.close()
     again = ImageArchive(tmp_path, "ng", min_free_mb=0)
-    assert [p.name for p in path.parent.iterdir()] == [path.name] and again.bytes_used == len(b"whole image")
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, writing.name])
+    assert again.bytes_used == len(b"whole image")
 
 
 def test_an_override_keeps_an_ok_image_and_only_then_is_it_written(tmp_path: Path) -> None:
