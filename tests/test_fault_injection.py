@@ -121,11 +121,12 @@ def missing(db: Path, acknowledged: dict[int, str]) -> dict[int, tuple[str, str 
 
 def broken_images(config: Path, acknowledged: dict[int, str]) -> tuple[int, list[str]]:
     """(how many acknowledged verdicts kept an image, those images missing or not decoding): an answer waits
-    for its image to be written."""
+    for its image to be written. An OK part's image is only held in memory (save_images: ng): a kill loses it."""
     settings = load_config(config)
     conn = sqlite3.connect(settings.database_path)
     try:
-        rows = conn.execute("SELECT id, image_ref FROM verdicts WHERE image_ref IS NOT NULL").fetchall()
+        rows = conn.execute("SELECT id, image_ref FROM verdicts WHERE image_ref IS NOT NULL AND decision != 'OK'"
+                            ).fetchall()
     finally:
         conn.close()
     refs = [ref for verdict_id, ref in rows if verdict_id in acknowledged]
