@@ -15,7 +15,11 @@ Held = bytes | npt.NDArray[np.uint8]
 
 
 def size_of(content: Held) -> int:
-    return len(content) if isinstance(content, bytes) else int(content.nbytes)
+    """The memory an image keeps alive: a view of a larger frame (a crop) keeps the whole frame."""
+    if isinstance(content, bytes):
+        return len(content)
+    base = content.base
+    return int(base.nbytes) if isinstance(base, np.ndarray) else int(content.nbytes)
 
 
 class RecentImages:

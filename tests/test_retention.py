@@ -100,6 +100,7 @@ def test_ok_images_are_held_in_memory_and_written_only_when_kept(tmp_path: Path)
         archive.remove(refs[2])  # a verdict that could not be stored: its image goes from memory too
         assert archive.held(refs[2]) is None and [p.name for p in paths[1].parent.iterdir()] == [paths[1].name]
         assert archive.hold("png", np.zeros((4096, 4096), np.uint8)) is None  # larger than the whole budget
+        assert archive.hold("png", np.zeros((4096, 4096), np.uint8)[:8, :8]) is None  # a crop keeps its frame
         assert archive.keep("../../etc/passwd") is None
     finally:
         archive.close()
