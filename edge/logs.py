@@ -33,12 +33,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def setup_logging(fmt: LogFormat = "text", verbose: bool = False) -> None:
-    """(Re)configure the root logger: one handler on stderr in ``fmt``."""
+def setup_logging(fmt: LogFormat = "text", verbose: bool = False, replace: bool = False) -> None:
+    """One handler on stderr in ``fmt`` for the root logger. Like logging.basicConfig, it leaves a root
+    logger that already has handlers alone (the CLI called in-process, under pytest) unless ``replace``."""
+    root = logging.getLogger()
+    if root.handlers and not replace:
+        return
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
-    root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         config = config.model_copy(
             update={"upstream": config.upstream.model_copy(update={"mqtt_url": args.mqtt_url})})
     if args.log_format is None and config.logging.format != "text":
-        setup_logging(config.logging.format, args.verbose)
+        setup_logging(config.logging.format, args.verbose, replace=True)
     if not config.logging.requests:
         logging.getLogger("edge.http").setLevel(logging.WARNING)
     try:
