@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,9 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from support import LiveService, free_port  # noqa: E402
 
 from edge.store import NewVerdict, PartContext, VerdictStore  # noqa: E402
 from models.manifest import ImageInput  # noqa: E402
@@ -75,12 +76,6 @@ def bare_model(model_name: str, images: list[bytes], threads: int, rounds: int,
     return percentiles(samples)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_service(workdir: Path, model_name: str, threads: int, models_dir: Path | None,
                   sync: str) -> tuple[subprocess.Popen[bytes], str]:
     if models_dir is not None:
@@ -90,19 +85,8 @@ def start_service(workdir: Path, model_name: str, threads: int, models_dir: Path
               "models": {"threads": threads, "vision": model_name}, "api": {"max_upload_mb": 50}}
     path = workdir / "station.yaml"
     path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(path), "--port", str(port),
-                                "--no-sources"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("service did not become ready")
+    service = LiveService(path, free_port(), "--no-sources").start(timeout_s=60)
+    return service.process, service.url
 
 
 def post_all(url: str, images: list[bytes], count: int, offset: int, samples: list[float]) -> None:

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from modelkit import make_brightness_model  # noqa: E402
-from support import free_port, jpeg  # noqa: E402
+from support import LiveService, free_port, jpeg  # noqa: E402
 
 from edge.metrics import StationMetrics  # noqa: E402
 
@@ -53,19 +53,8 @@ def start(folder: Path, logging: dict[str, object]) -> tuple[subprocess.Popen[by
         "station": {"id": "bench"}, "storage": {"data_dir": str(data), "save_images": "none", "min_free_mb": 10},
         "models": {"threads": 1, "vision": "bright-spot"}, "api": {"host": "127.0.0.1", "port": 8080},
         "logging": logging}))
-    port = free_port()
-    log = (folder / "service.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config), "--port", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise RuntimeError(f"service did not start: {(folder / 'service.log').read_text()}")
+    service = LiveService(config, free_port()).start(timeout_s=60)
+    return service.process, service.url
 
 
 def end_to_end(requests: int, rounds: int) -> dict[str, dict[str, float]]:

@@ -36,6 +36,10 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support import LiveService, free_port  # noqa: E402
+
 SAMPLES = ROOT / "samples" / "magnetic-tile"
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -75,21 +79,8 @@ def start_service(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
               "models": {"threads": 2, "vision": "tile-anomaly"}, "api": {"max_upload_mb": 25}}
     path = workdir / "station.yaml"
     path.write_text(yaml.safe_dump(config))
-    port = int(subprocess.check_output([sys.executable, "-c", "import socket; s=socket.socket(); "
-                                        "s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"]))
-    log = (workdir / "service.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(path), "--port", str(port),
-                                "--no-sources"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"service did not become ready: {(workdir / 'service.log').read_text()[-2000:]}")
+    service = LiveService(path, free_port(), "--no-sources").start(timeout_s=60)
+    return service.process, service.url
 
 
 class Feeder:

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_api import free_port, load_images, percentiles  # noqa: E402
+from bench_api import free_port, load_images, percentiles  # noqa: E402  # free_port: tests/support's
 
 from edge.store import NewVerdict, PartContext, VerdictStore  # noqa: E402
 from edge.store.chain import GENESIS, VERDICT_FIELDS, record_hash  # noqa: E402

@@ -30,10 +30,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
 
-from bench_api import free_port, load_images  # noqa: E402
+from bench_api import load_images  # noqa: E402
 from bench_retrain import GOOD_TILES, MODEL, Client, phase  # noqa: E402
+from support import LiveService, free_port  # noqa: E402
 
 from vision.sources import image_files  # noqa: E402
 
@@ -45,19 +46,8 @@ def start_service(workdir: Path, threads: int, priority: str) -> tuple[subproces
               "training": {"priority": priority}, "workbench": {"sample_band": 0.0}}
     path = workdir / "station.yaml"
     path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(path), "--port", str(port),
-                                "--no-sources"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                return process, url, path
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("service did not become ready")
+    service = LiveService(path, free_port(), "--no-sources").start(timeout_s=60)
+    return service.process, service.url, path
 
 
 def maintenance_token(config: Path) -> dict[str, str]:

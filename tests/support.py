@@ -87,9 +87,10 @@ def write_station_config(folder: Path, **overrides: object) -> Path:
 class LiveService:
     """``edge-inspect run`` in a subprocess, on a loopback port."""
 
-    def __init__(self, config: Path, port: int) -> None:
+    def __init__(self, config: Path, port: int, *extra_args: str) -> None:
         self.config = config
         self.port = port
+        self.extra_args = extra_args
         self.url = f"http://127.0.0.1:{port}"
         self.log = config.parent / f"service-{port}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -97,7 +98,7 @@ class LiveService:
     def start(self, timeout_s: float = 30.0) -> LiveService:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [*EDGE_INSPECT, "run", "--config", str(self.config), "--port", str(self.port)],
+                [*EDGE_INSPECT, "run", "--config", str(self.config), "--port", str(self.port), *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         deadline = time.monotonic() + timeout_s

@@ -119,7 +119,8 @@ class VerdictRecord(BaseModel):
     override_at: str | None = Field(None, description="When (UTC, ISO 8601).",
                                     examples=["2026-12-05T08:15:02.114233+00:00"])
     override_id: int | None = Field(None, description="That override's id: send it back as `expected_override` "
-                                                      "so that a decision made meanwhile is not overwritten.")
+                                                      "so that a decision made meanwhile is not overwritten.",
+                                    examples=[12])
 
 
 class VerdictPage(BaseModel):
@@ -146,7 +147,7 @@ class OverrideRequest(BaseModel):
     expected_override: int | None = Field(
         None, ge=0, le=2**63 - 1,
         description="The verdict's `override_id` the operator saw (0: none). When someone else has overridden "
-                    "the verdict since, the request is refused (409) and nothing is recorded.")
+                    "the verdict since, the request is refused (409) and nothing is recorded.", examples=[0])
 
 
 class OverrideRecord(BaseModel):

@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
 
     priority = args.priority or config.training.priority
     try:
-        with fraction_progress(f"training {args.name}", shown(args.json)) as progress:
+        with fraction_progress(f"training {args.name}", shown(args.json), lines=not args.json) as progress:
             outcome = train(kind, examples, args.name, registry_for(config), progress=progress,
                             promote=not args.no_promote, trainer=args.trainer, options=options,
                             priority=priority, niceness=config.training.niceness, target=target,
