@@ -38,12 +38,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import LiveService, free_port  # noqa: E402
+from support import CHROMIUM, CHROMIUM_FLAGS, LiveService, free_port  # noqa: E402
 
 SAMPLES = ROOT / "samples" / "magnetic-tile"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
 VISION = "/api/v1/verdicts/vision"
 
 # Each time the verdict panel shows a new verdict id: [id, wall clock ms] (Date.now(), the server's clock).
@@ -225,7 +222,7 @@ def main() -> int:
             feeder = Feeder(url, images)
             feeder.run(30, None)  # some parts, a figure set and a chart for the first render
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+                browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
                 results["first_render"] = first_render(browser, url, args.renders)
                 print("first render (ms):", json.dumps(results["first_render"]), flush=True)
                 results["latency"] = latency(browser, url, feeder, args.rate, args.seconds)

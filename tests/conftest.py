@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from support import LiveService, bearer, free_port, write_station_config
+from support import CHROMIUM, CHROMIUM_FLAGS, LiveService, bearer, free_port, write_station_config
 
 from edge.api.app import create_app
 from edge.config import load_config
@@ -47,3 +48,17 @@ def live_service(station_config: Path) -> Iterator[LiveService]:
     service = LiveService(station_config, free_port()).start()
     yield service
     service.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, under Playwright (the page tests skip where either is missing)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (scripts/install-system-deps.sh)")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

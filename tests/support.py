@@ -30,6 +30,11 @@ DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
 EDGE_INSPECT = [sys.executable, "-m", "edge.cli"]
 
 
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (scripts/install-system-deps.sh), driven by Playwright
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

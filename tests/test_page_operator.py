@@ -21,12 +21,9 @@ import httpx
 import numpy as np
 import pytest
 from modelkit import dark_part
-from support import EDGE_INSPECT, PROJECT_ROOT, LiveService, free_port, jpeg, write_station_config
+from support import CHROMIUM, EDGE_INSPECT, PROJECT_ROOT, LiveService, free_port, jpeg, write_station_config
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "page"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CATALOGUES = PROJECT_ROOT / "edge" / "page" / "i18n"
 PIN = "4821-7395"
 
@@ -67,16 +64,6 @@ def station(tmp_path: Path) -> Iterator[tuple[LiveService, Path, Path]]:
         yield service, config, spare
     finally:
         service.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def shot(page: Any, name: str) -> None:

@@ -12,10 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from support import LiveService, free_port, write_station_config
+from support import CHROMIUM, LiveService, free_port, write_station_config
 from test_page_operator import (
-    CHROMIUM,
-    CHROMIUM_FLAGS,
     PIN,
     add_user,
     login,
@@ -45,16 +43,6 @@ def service(tmp_path: Path) -> Iterator[LiveService]:
         yield live
     finally:
         live.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def collect(url: str) -> None:
