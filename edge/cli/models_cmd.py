@@ -6,6 +6,7 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edge.cli.common import CommandError, add_config_option, audit_change, config_from, registry_for
 from edge.cli.progress import progress_bar, shown
@@ -188,14 +189,9 @@ def _judge_folders(config: StationConfig, registry: ModelRegistry, args: argpars
     score, suffixes = _scorer(config, registry, args.name, version)
     good = files_in(args.good, suffixes, "good")
     defects = {folder.name: files_in(folder, suffixes, "defect") for folder in args.defect}
-    total = len(good) + sum(map(len, defects.values()))
-    with progress_bar(f"{args.name} v{manifest.version}", total, shown(getattr(args, "json", False))) as bar:
-        good_scores = score(good)
-        bar.advance(len(good), f"{args.good.name}: {len(good)} files")
-        defect_scores = {}
-        for label, files in defects.items():
-            defect_scores[label] = score(files)
-            bar.advance(len(files), f"{label}: {len(files)} files")
+    good_scores, defect_scores = _score_with_progress(score, args.good.name, good, defects,
+                                                      f"{args.name} v{manifest.version}",
+                                                      shown(getattr(args, "json", False)))
     return JudgedFiles(manifest.version, manifest.threshold, good_scores, defect_scores)
 
 
@@ -279,16 +275,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for folder in args.defect:
             defect_files[folder.name], excluded = split_trained_on(files_in(folder, suffixes, "defect"), manifest)
             trained_on += excluded
-        total = len(good_files) + sum(map(len, defect_files.values()))
-        with progress_bar(f"{args.name} evaluation", total, shown(args.json)) as bar:
-            good = score(good_files)
-            bar.advance(len(good_files), f"good: {len(good_files)} files")
-            defects = {}
-            for label, files in defect_files.items():
-                defects[label] = score(files)
-                bar.advance(len(files), f"{label}: {len(files)} files")
+        good, defects = _score_with_progress(score, "good", good_files, defect_files, f"{args.name} evaluation",
+                                             shown(args.json))
         report = evaluation_report(manifest, good, defects, trained_on, args.group_by)
     except (UnknownModelError, ManifestError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     print(json.dumps(report, indent=2) if args.json else human_summary(report))
     return 0
+
+
+def _score_with_progress(score: Any, good_name: str, good: list[Path], defects: dict[str, list[Path]],
+                         description: str, enabled: bool) -> tuple[Any, dict[str, Any]]:
+    """Score the good files and each defect folder's files, a folder at a time on one progress bar."""
+    with progress_bar(description, len(good) + sum(map(len, defects.values())), enabled) as bar:
+        good_scores = score(good)
+        bar.advance(len(good), f"{good_name}: {len(good)} files")
+        defect_scores = {}
+        for label, files in defects.items():
+            defect_scores[label] = score(files)
+            bar.advance(len(files), f"{label}: {len(files)} files")
+    return good_scores, defect_scores
